@@ -1,0 +1,24 @@
+"""L2a: the blocking socket API on the stdlib socket module.
+
+Everything here blocks the calling thread (with optional timeouts). It must never import
+``sockit.aio``: the async twin keeps its own I/O and shares only ``addr/`` and ``proto/``.
+"""
+
+from sockit.sync.connect import DEFAULT_HAPPY_EYEBALLS_DELAY, connect, connect_unix
+from sockit.sync.factory import SYSTEM_SOCKET_FACTORY, SocketFactory, SystemSocketFactory
+from sockit.sync.listen import DEFAULT_BACKLOG, SocketListener, listen, listen_unix
+from sockit.sync.stream import SocketStream
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "DEFAULT_HAPPY_EYEBALLS_DELAY",
+    "SYSTEM_SOCKET_FACTORY",
+    "SocketFactory",
+    "SocketListener",
+    "SocketStream",
+    "SystemSocketFactory",
+    "connect",
+    "connect_unix",
+    "listen",
+    "listen_unix",
+]

@@ -1,0 +1,299 @@
+"""The UNIX socket file rules, shared by stream and datagram UNIX sockets.
+
+* ``"@name"`` is a Linux abstract-namespace name: nothing is created on disk.
+* An existing file at the path is replaced only if it is a socket *and* a probing
+  connect to it is refused (``ECONNREFUSED``: nobody is bound there any more, the file
+  is a leftover of a process that did not clean up). A live socket is refused with
+  ``EADDRINUSE``; anything that is not a socket (regular file, directory, symlink) is
+  refused and left alone.
+* ``mode=`` is applied atomically: the socket file never exists under its final name
+  with a more permissive mode.
+* The file we create is removed by :meth:`UnixPathOwner.remove`, and only if the path
+  still refers to the very file we created.
+* A path longer than ``sun_path`` is an :class:`~sockit.errors.AddressError` before
+  anything is touched.
+
+This module must never delete a file that is not a socket, never delete a socket file
+that a probe could connect to, and never delete a file that it did not create unless
+that file was proven stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+import stat
+import sys
+from dataclasses import dataclass, field
+
+from sockit.addr import UnixEndpoint
+from sockit.errors import AddressError
+
+__all__ = ["SUN_PATH_MAX", "UnixPathOwner", "bind_unix", "check_unix_path", "unix_sockaddr"]
+
+SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
+"""Size of ``sockaddr_un.sun_path``: 108 bytes on Linux (unix(7)), 104 on the BSDs and
+macOS (unix(4)). A filesystem path needs one of them for its terminating NUL, an
+abstract name one for its leading NUL."""
+
+# How long the staleness probe may take. A dgram connect and a stream connect to a
+# stale file answer at once (ECONNREFUSED); a live stream server with a full accept
+# queue makes a blocking connect wait, which is bounded here (and then counts as live).
+_PROBE_TIMEOUT = 1.0
+
+# Temporary names for the mode= dance: collisions are astronomically unlikely with 48
+# random bits, but the loop stays bounded anyway.
+_TEMPORARY_NAME_ATTEMPTS = 10
+_TEMPORARY_RANDOM_BYTES = 6
+
+
+def check_unix_path(path: str) -> None:
+    """Raise :class:`~sockit.errors.AddressError` if ``path`` cannot be a UNIX address.
+
+    Empty paths, NUL bytes, abstract names off Linux and paths longer than
+    ``SUN_PATH_MAX - 1`` bytes (107 on Linux) are refused, with a message naming the
+    limit; CPython would otherwise fail later with a bare ``OSError("AF_UNIX path too
+    long")``, or silently bind a truncated name on some systems. The rules live in
+    :class:`~sockit.addr.UnixEndpoint`, so parsing and binding agree.
+    """
+    UnixEndpoint(path)
+
+
+def unix_sockaddr(path: str) -> str | bytes:
+    """The argument for ``bind``/``connect``/``sendto``: ``"@name"`` becomes
+    ``b"\\0name"``, a filesystem path stays a ``str``. Checked by
+    :func:`check_unix_path` first."""
+    check_unix_path(path)
+    if path.startswith("@"):
+        return b"\0" + path[1:].encode("utf-8", "surrogateescape")
+    return path
+
+
+@dataclass
+class UnixPathOwner:
+    """Proof that we created the socket file at ``path``: its ``(st_dev, st_ino)``.
+
+    :meth:`remove` unlinks the path only while it still refers to that very file, so a
+    socket file that another process put there after ours (say, a new server that
+    replaced our file once we looked stale to it) is never deleted.
+    """
+
+    path: str
+    device: int
+    inode: int
+    _removed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def for_path(cls, path: str) -> UnixPathOwner:
+        """Record the file now at ``path`` (call right after creating it)."""
+        info = os.lstat(path)
+        return cls(path, info.st_dev, info.st_ino)
+
+    def owns_current_file(self) -> bool:
+        """True if ``path`` still names the file we created."""
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        return (info.st_dev, info.st_ino) == (self.device, self.inode)
+
+    def remove(self) -> bool:
+        """Unlink our socket file. Idempotent; returns True if this call removed it.
+
+        A missing file (someone removed it already) is fine. There is a window between
+        the ``lstat`` and the ``unlink`` that no portable call closes (there is no
+        "unlink if inode is"), but it is only open to a process that replaces the file
+        in those microseconds.
+        """
+        if self._removed:
+            return False
+        self._removed = True
+        if not self.owns_current_file():
+            return False
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def bind_unix(sock: socket.socket, path: str, *, mode: int | None = None) -> UnixPathOwner | None:
+    """Bind the AF_UNIX socket ``sock`` to ``path`` under the rules of this module.
+
+    Returns the :class:`UnixPathOwner` of the created file, or ``None`` for an abstract
+    name (``"@name"``), which leaves nothing on disk.
+
+    Raises :class:`~sockit.errors.AddressError` for a path that is empty or too long,
+    ``OSError(EADDRINUSE)`` if a live socket is bound there (a probing connect
+    succeeded) or if the path exists and is not a socket (it is left alone),
+    and whatever ``bind``/``chmod``/``rename`` raise otherwise.
+
+    ``mode`` (for example ``0o660``) is the permission of the socket file. It is
+    applied by binding to a temporary name in the same directory, ``chmod``-ing that,
+    and ``rename``-ing it onto ``path``: rename is atomic, so no client can ever reach
+    the socket under ``path`` while it has the default mode. Not ``umask``: it is
+    process-wide, so changing it around ``bind`` races with every other thread that
+    creates files at that moment. Note that the kernel keeps the name the socket was
+    bound to: ``getsockname()`` (and the sender address a datagram peer sees) report
+    the temporary name; ``sockit`` reports ``path`` instead where it can.
+    """
+    check_unix_path(path)
+    if path.startswith("@"):
+        if mode is not None:
+            raise ValueError("mode= applies to filesystem UNIX sockets, not abstract names")
+        sock.bind(unix_sockaddr(path))
+        return None
+    _clear_stale(path, sock.type)
+    if mode is None:
+        _bind_or_explain(sock, path)
+        return UnixPathOwner.for_path(path)
+    temporary = _bind_temporary(sock, path)
+    try:
+        os.chmod(temporary, mode)
+        # rename(2) would also silently replace a regular file that appeared at the
+        # path since _clear_stale looked; look again right before (the remaining
+        # window is microseconds, and only another local process can use it).
+        _refuse_non_socket(path)
+        os.rename(temporary, path)
+    except BaseException:
+        _unlink_quietly(temporary)
+        raise
+    return UnixPathOwner.for_path(path)
+
+
+def _clear_stale(path: str, sock_type: int) -> None:
+    """Remove ``path`` if it is a stale socket file; raise if it is anything else."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise _not_a_socket(path, info.st_mode)
+    probe_error = _probe(path, sock_type)
+    if probe_error is None:
+        raise OSError(
+            errno.EADDRINUSE,
+            "a server is running on this UNIX socket (a probing connect succeeded); "
+            "stop it or choose another path",
+            path,
+        )
+    if probe_error.errno == errno.ENOENT:
+        return  # removed between lstat and probe: nothing left to clear
+    if probe_error.errno != errno.ECONNREFUSED:
+        # EAGAIN (a stream server whose accept queue is full), EPROTOTYPE (a server of
+        # the other socket type), EACCES...: someone may well be alive there.
+        raise OSError(
+            errno.EADDRINUSE,
+            f"UNIX socket file exists and a probing connect failed with "
+            f"{errno.errorcode.get(probe_error.errno or 0, probe_error.errno)} "
+            f"({probe_error.strerror}), so it is not provably stale; left alone",
+            path,
+        ) from probe_error
+    # Refused: nobody is bound to it. Unlink only the very file we probed.
+    try:
+        current = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
+        raise OSError(
+            errno.EADDRINUSE,
+            "the UNIX socket file was replaced while checking whether it is stale; "
+            "left alone",
+            path,
+        )
+    _unlink_quietly(path)
+
+
+def _probe(path: str, sock_type: int) -> OSError | None:
+    """Connect to ``path`` with a socket of ``sock_type``; the error, or None if live."""
+    probe = socket.socket(socket.AF_UNIX, sock_type)
+    try:
+        probe.settimeout(_PROBE_TIMEOUT)
+        probe.connect(path)
+    except OSError as error:
+        return error
+    finally:
+        probe.close()
+    return None
+
+
+def _bind_or_explain(sock: socket.socket, path: str) -> None:
+    try:
+        sock.bind(path)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise OSError(
+                errno.EADDRINUSE,
+                "another process created a file at this UNIX socket path just now",
+                path,
+            ) from error
+        raise
+
+
+def _bind_temporary(sock: socket.socket, path: str) -> str:
+    """Bind ``sock`` to a fresh, unused name next to ``path``; return that name."""
+    directory, _ = os.path.split(path)
+    # Same directory, so rename(2) stays within one filesystem (and is atomic).
+    prefix = os.path.join(directory, ".") if directory else "."
+    for _ in range(_TEMPORARY_NAME_ATTEMPTS):
+        candidate = prefix + secrets.token_hex(_TEMPORARY_RANDOM_BYTES) + ".sock-tmp"
+        if len(os.fsencode(candidate)) + 1 > SUN_PATH_MAX:
+            # The final path fits but the temporary one does not: shorten the suffix.
+            candidate = prefix + secrets.token_hex(_TEMPORARY_RANDOM_BYTES)
+        if len(os.fsencode(candidate)) + 1 > SUN_PATH_MAX:
+            raise AddressError(
+                f"no room for the temporary name that mode= needs next to {path!r} "
+                f"within the {SUN_PATH_MAX - 1}-byte UNIX path limit; use a shorter path"
+            )
+        try:
+            sock.bind(candidate)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return candidate
+    raise OSError(
+        errno.EADDRINUSE,
+        f"{_TEMPORARY_NAME_ATTEMPTS} random temporary names for mode= were all taken",
+        path,
+    )
+
+
+def _refuse_non_socket(path: str) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise _not_a_socket(path, info.st_mode)
+
+
+def _not_a_socket(path: str, st_mode: int) -> OSError:
+    kind = _describe_file_type(st_mode)
+    return OSError(
+        errno.EADDRINUSE,
+        f"the path exists and is {kind}, not a socket; it was left alone "
+        f"(remove it yourself or choose another path)",
+        path,
+    )
+
+
+def _describe_file_type(st_mode: int) -> str:
+    if stat.S_ISREG(st_mode):
+        return "a regular file"
+    if stat.S_ISDIR(st_mode):
+        return "a directory"
+    if stat.S_ISLNK(st_mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(st_mode):
+        return "a FIFO"
+    return "a special file"
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
