@@ -123,6 +123,12 @@ def is_ip_literal(host: str) -> bool:
 
 def _check_ipv6(text: str) -> str:
     address_text, has_scope, scope = text.partition("%")
+    _check_forbidden(address_text)
+    if text.count(":") == 1:
+        raise AddressError(
+            f"invalid host {text!r}: looks like host:port; pass the host and the port "
+            f"separately (or use parse_endpoint)"
+        )
     if has_scope and not _SCOPE.fullmatch(scope):
         raise AddressError(
             f"invalid host {text!r}: bad IPv6 scope {scope!r} "

@@ -62,7 +62,8 @@ def parse_port(port: int | str, *, protocol: str = "tcp") -> int:
     if isinstance(port, int):
         return _check_range(port, port)
     if _NUMERIC.fullmatch(port):
-        if len(port.lstrip("+-0")) > _MAX_DIGITS:
+        # No sign: "+80" is not how anyone writes a port, "-1" is out of range.
+        if port[0] in "+-" or len(port.lstrip("0")) > _MAX_DIGITS:
             raise _out_of_range(port)
         return _check_range(int(port), port)
     if not port:
@@ -79,7 +80,7 @@ def _check_range(value: int, original: int | str) -> int:
 
 
 def _out_of_range(original: int | str) -> AddressError:
-    return AddressError(f"invalid port {original!r}: port numbers are 0-{MAX_PORT}")
+    return AddressError(f"invalid port {original!r}: a port is a number 0-{MAX_PORT}")
 
 
 def _lookup_service(name: str, protocol: str) -> int:
