@@ -27,6 +27,7 @@ import socket
 import stat
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sockit.addr import UnixEndpoint
 from sockit.errors import AddressError
@@ -62,9 +63,11 @@ def check_unix_path(path: str) -> None:
 
 
 def unix_sockaddr(path: str) -> str | bytes:
-    """The argument for ``bind``/``connect``/``sendto``: ``"@name"`` becomes
-    ``b"\\0name"``, a filesystem path stays a ``str``. Checked by
-    :func:`check_unix_path` first."""
+    """The argument for ``bind``/``connect``/``sendto`` for ``path``.
+
+    ``"@name"`` becomes ``bytes`` with a leading NUL (the abstract namespace), a
+    filesystem path stays a ``str``. Checked by :func:`check_unix_path` first.
+    """
     check_unix_path(path)
     if path.startswith("@"):
         return b"\0" + path[1:].encode("utf-8", "surrogateescape")
@@ -113,7 +116,7 @@ class UnixPathOwner:
         if not self.owns_current_file():
             return False
         try:
-            os.unlink(self.path)
+            Path(self.path).unlink()
         except FileNotFoundError:
             return False
         return True
@@ -151,12 +154,12 @@ def bind_unix(sock: socket.socket, path: str, *, mode: int | None = None) -> Uni
         return UnixPathOwner.for_path(path)
     temporary = _bind_temporary(sock, path)
     try:
-        os.chmod(temporary, mode)
+        Path(temporary).chmod(mode)
         # rename(2) would also silently replace a regular file that appeared at the
         # path since _clear_stale looked; look again right before (the remaining
         # window is microseconds, and only another local process can use it).
         _refuse_non_socket(path)
-        os.rename(temporary, path)
+        Path(temporary).rename(path)
     except BaseException:
         _unlink_quietly(temporary)
         raise
@@ -199,8 +202,7 @@ def _clear_stale(path: str, sock_type: int) -> None:
     if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
         raise OSError(
             errno.EADDRINUSE,
-            "the UNIX socket file was replaced while checking whether it is stale; "
-            "left alone",
+            "the UNIX socket file was replaced while checking whether it is stale; left alone",
             path,
         )
     _unlink_quietly(path)
@@ -234,9 +236,9 @@ def _bind_or_explain(sock: socket.socket, path: str) -> None:
 
 def _bind_temporary(sock: socket.socket, path: str) -> str:
     """Bind ``sock`` to a fresh, unused name next to ``path``; return that name."""
-    directory, _ = os.path.split(path)
     # Same directory, so rename(2) stays within one filesystem (and is atomic).
-    prefix = os.path.join(directory, ".") if directory else "."
+    directory, slash, _ = path.rpartition("/")
+    prefix = directory + slash + "."
     for _ in range(_TEMPORARY_NAME_ATTEMPTS):
         candidate = prefix + secrets.token_hex(_TEMPORARY_RANDOM_BYTES) + ".sock-tmp"
         if len(os.fsencode(candidate)) + 1 > SUN_PATH_MAX:
@@ -294,6 +296,6 @@ def _describe_file_type(st_mode: int) -> str:
 
 def _unlink_quietly(path: str) -> None:
     try:
-        os.unlink(path)
+        Path(path).unlink()
     except FileNotFoundError:
         pass

@@ -116,8 +116,8 @@ class _DatagramSocketBase(DatagramSocket):
     __slots__ = (
         "_buffers",
         "_closed",
-        "_fd",
         "_family",
+        "_fd",
         "_local_address",
         "_remote_address",
         "_socket",
@@ -168,8 +168,10 @@ class _DatagramSocketBase(DatagramSocket):
 
     @property
     def socket(self) -> socket.socket:
-        """The underlying socket, for options sockit does not wrap. It is in
-        non-blocking mode and must stay so; do not close it directly."""
+        """The underlying socket, for options sockit does not wrap.
+
+        It is in non-blocking mode and must stay so; do not close it directly.
+        """
         return self._socket
 
     @property
@@ -211,9 +213,7 @@ class _DatagramSocketBase(DatagramSocket):
                     # MSG_TRUNC in *flags* makes Linux return the datagram's real length
                     # even when it was longer than the buffer (recv(2), udp(7), unix(7));
                     # MSG_TRUNC in the returned msg_flags says it was cut.
-                    size, _, flags, address = self._socket.recvmsg_into(
-                        (target,), 0, _MSG_TRUNC
-                    )
+                    size, _, flags, address = self._socket.recvmsg_into((target,), 0, _MSG_TRUNC)
                     break
                 except BlockingIOError:
                     self._wait(select.POLLIN, deadline, seconds, operation)
@@ -262,6 +262,7 @@ class _DatagramSocketBase(DatagramSocket):
     def _send_raw(
         self,
         data: Buffer,
+        *,
         sockaddr: Any,
         limit: int | None,
         deadline: float | None,
@@ -319,7 +320,14 @@ class _DatagramSocketBase(DatagramSocket):
                 "the socket with remote=",
             )
         seconds, deadline = self._checked_deadline(timeout)
-        self._send_raw(data, None, self._connected_limit(), deadline, seconds, "send")
+        self._send_raw(
+            data,
+            sockaddr=None,
+            limit=self._connected_limit(),
+            deadline=deadline,
+            seconds=seconds,
+            operation="send",
+        )
 
     def _connected_limit(self) -> int | None:
         return None
@@ -447,7 +455,14 @@ class UDPSocket(_DatagramSocketBase):
         seconds, deadline = self._checked_deadline(timeout)
         destination = self._destination(address, deadline)
         sockaddr, limit = self._sockaddr_for(destination)
-        self._send_raw(data, sockaddr, limit, deadline, seconds, "sendto")
+        self._send_raw(
+            data,
+            sockaddr=sockaddr,
+            limit=limit,
+            deadline=deadline,
+            seconds=seconds,
+            operation="sendto",
+        )
 
     def recvfrom(
         self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None
@@ -486,9 +501,7 @@ class UDPSocket(_DatagramSocketBase):
                 checked, port_number, family=family, type=socket.SOCK_DGRAM, timeout=remaining
             )
             return infos[0].address
-        raise TypeError(
-            f"address must be a SocketAddress or a (host, port) tuple, not {address!r}"
-        )
+        raise TypeError(f"address must be a SocketAddress or a (host, port) tuple, not {address!r}")
 
     def _sockaddr_for(self, address: SocketAddress) -> tuple[Any, int]:
         if address.family == socket.AF_INET:
@@ -519,9 +532,9 @@ def _limit_for_ipv6(address: SocketAddress) -> int:
 
 
 def _family_name(udp: UDPSocket) -> str:
-    if udp._family == socket.AF_INET:  # noqa: SLF001 - module-private helper
+    if udp._family == socket.AF_INET:
         return "an IPv4"
-    return "a dual-stack IPv6" if udp._dual_stack else "an IPv6-only"  # noqa: SLF001
+    return "a dual-stack IPv6" if udp._dual_stack else "an IPv6-only"
 
 
 class UnixDatagramSocket(_DatagramSocketBase):
@@ -553,17 +566,15 @@ class UnixDatagramSocket(_DatagramSocketBase):
         # With mode=, the kernel remembers the temporary name the socket was bound to;
         # report the path it really has.
         local = None if path_owner is None else SocketAddress(socket.AF_UNIX, path=path_owner.path)
-        super().__init__(
-            sock, timeout=timeout, local_address=local, remote_address=remote_address
-        )
+        super().__init__(sock, timeout=timeout, local_address=local, remote_address=remote_address)
         self._path_owner = path_owner
 
     def sendto(self, data: Buffer, address: object, *, timeout: float | None = None) -> None:
-        """Send one datagram to ``address``: a path, ``"@name"`` or a
-        :class:`~sockit.addr.SocketAddress` of a UNIX socket.
+        """Send one datagram to ``address``.
 
-        Raises ``FileNotFoundError`` if nothing exists at the path,
-        ``ConnectionRefusedError`` if no socket is bound there,
+        ``address`` is a path, ``"@name"`` or a :class:`~sockit.addr.SocketAddress` of
+        a UNIX socket (what :meth:`recvfrom` returns). Raises ``FileNotFoundError`` if
+        nothing exists at the path, ``ConnectionRefusedError`` if no socket is bound there,
         :class:`~sockit.errors.DatagramTooLarge`, ``TimeoutError`` while the
         receiver's queue stays full, :class:`~sockit.errors.AddressError` for an
         unnamed peer or an unusable path.
@@ -571,13 +582,24 @@ class UnixDatagramSocket(_DatagramSocketBase):
         if self._closed:
             raise ClosedResourceError("sendto on a closed socket")
         seconds, deadline = self._checked_deadline(timeout)
-        self._send_raw(data, _unix_destination(address), None, deadline, seconds, "sendto")
+        self._send_raw(
+            data,
+            sockaddr=_unix_destination(address),
+            limit=None,
+            deadline=deadline,
+            seconds=seconds,
+            operation="sendto",
+        )
 
     def recvfrom(
         self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None
     ) -> tuple[bytes, SocketAddress]:
-        """Receive one datagram and its sender; the contract of
-        :meth:`UDPSocket.recvfrom` (empty datagrams are data, truncation raises)."""
+        """Receive one datagram and its sender.
+
+        The contract of :meth:`UDPSocket.recvfrom`: empty datagrams are data, a
+        datagram longer than ``max_bytes`` raises
+        :class:`~sockit.errors.DatagramTruncated`. Unnamed senders have ``path == ""``.
+        """
         data, address = self._recvfrom_raw(max_bytes, timeout, "recvfrom")
         return data, self._sender(address)
 
@@ -645,11 +667,16 @@ def open_udp(
     if remote is not None:
         remote_host, remote_port = _parse_remote(remote)
         return _open_connected(
-            remote_host, remote_port, local, local_port_number, lookup_family, reuse_port
+            remote_host,
+            remote_port,
+            local_host=local,
+            local_port=local_port_number,
+            family=lookup_family,
+            reuse_port=reuse_port,
         )
     if local is None:
-        return _open_wildcard(local_port_number, lookup_family, reuse_port)
-    return _open_bound(local, local_port_number, lookup_family, reuse_port)
+        return _open_wildcard(local_port_number, lookup_family, reuse_port=reuse_port)
+    return _open_bound(local, local_port_number, lookup_family, reuse_port=reuse_port)
 
 
 def _check_family(family: int | None) -> int:
@@ -674,12 +701,12 @@ def _parse_remote(remote: tuple[str, int | str] | str) -> tuple[str, int]:
     raise TypeError(f"remote must be (host, port) or 'host:port', not {remote!r}")
 
 
-def _new_socket(family: int, reuse_port: bool) -> socket.socket:
+def _new_socket(family: int, *, reuse_port: bool) -> socket.socket:
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available on this system")
     sock = SYSTEM_SOCKET_FACTORY.socket(family, socket.SOCK_DGRAM)
     try:
         if reuse_port:
-            if not hasattr(socket, "SO_REUSEPORT"):
-                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         _ensure_buffer_sizes(sock)
     except BaseException:
@@ -705,15 +732,14 @@ def _bind(sock: socket.socket, sockaddr: Any) -> None:
         sock.bind(sockaddr)
     except OSError as error:
         described = format_host_port(str(sockaddr[0]), int(sockaddr[1]))
-        raise OSError(error.errno, f"cannot bind UDP socket to {described}: {error.strerror}") from (
-            error
-        )
+        message = f"cannot bind UDP socket to {described}: {error.strerror}"
+        raise OSError(error.errno, message) from error
 
 
-def _open_wildcard(port: int, family: int, reuse_port: bool) -> UDPSocket:
+def _open_wildcard(port: int, family: int, *, reuse_port: bool) -> UDPSocket:
     if family in (0, socket.AF_INET6):
         try:
-            sock = _new_socket(socket.AF_INET6, reuse_port)
+            sock = _new_socket(socket.AF_INET6, reuse_port=reuse_port)
         except OSError as error:
             if family == socket.AF_INET6 or error.errno not in _FAMILY_UNAVAILABLE:
                 raise
@@ -733,7 +759,7 @@ def _open_wildcard(port: int, family: int, reuse_port: bool) -> UDPSocket:
             except BaseException:
                 sock.close()
                 raise
-    sock = _new_socket(socket.AF_INET, reuse_port)
+    sock = _new_socket(socket.AF_INET, reuse_port=reuse_port)
     try:
         _bind(sock, ("0.0.0.0", port))
         return UDPSocket(sock)
@@ -742,14 +768,14 @@ def _open_wildcard(port: int, family: int, reuse_port: bool) -> UDPSocket:
         raise
 
 
-def _open_bound(host: str, port: int, family: int, reuse_port: bool) -> UDPSocket:
+def _open_bound(host: str, port: int, family: int, *, reuse_port: bool) -> UDPSocket:
     infos = default_resolver().getaddrinfo(
         host, port, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
     )
     first_error: OSError | None = None
     for info in infos:
         try:
-            sock = _new_socket(info.family, reuse_port)
+            sock = _new_socket(info.family, reuse_port=reuse_port)
         except OSError as error:
             if error.errno not in _FAMILY_UNAVAILABLE:
                 raise
@@ -780,6 +806,7 @@ def _open_bound(host: str, port: int, family: int, reuse_port: bool) -> UDPSocke
 def _open_connected(
     remote_host: str,
     remote_port: int,
+    *,
     local_host: str | None,
     local_port: int,
     family: int,
@@ -799,7 +826,7 @@ def _open_connected(
     last_error: OSError | None = None
     for info in remote_infos:
         try:
-            return _connect_one(info, local_infos, local_port, reuse_port)
+            return _connect_one(info, local_infos, local_port=local_port, reuse_port=reuse_port)
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise  # the local port is taken: no other remote address changes that
@@ -809,17 +836,20 @@ def _open_connected(
 
 
 def _connect_one(
-    remote: AddrInfo, local_infos: list[AddrInfo] | None, local_port: int, reuse_port: bool
+    remote: AddrInfo,
+    local_infos: list[AddrInfo] | None,
+    *,
+    local_port: int,
+    reuse_port: bool,
 ) -> UDPSocket:
-    sock = _new_socket(remote.family, reuse_port)
+    local: AddrInfo | None = None
+    if local_infos is not None:
+        local = next((info for info in local_infos if info.family == remote.family), None)
+        if local is None:
+            raise OSError(errno.EAFNOSUPPORT, "the local host has no address of this family")
+    sock = _new_socket(remote.family, reuse_port=reuse_port)
     try:
-        if local_infos is not None:
-            local = next((info for info in local_infos if info.family == remote.family), None)
-            if local is None:
-                raise OSError(
-                    errno.EAFNOSUPPORT,
-                    "the local host has no address of this family",
-                )
+        if local is not None:
             _bind(sock, local.sockaddr)
         elif local_port:
             wildcard = "::" if remote.family == socket.AF_INET6 else "0.0.0.0"
@@ -867,7 +897,7 @@ def open_unix_datagram(
             # An empty address makes Linux pick a unique abstract name (5 hex digits).
             sock.bind("")
         remote_address = None
-        if remote is not None:
+        if remote is not None and remote_sockaddr is not None:
             sock.connect(remote_sockaddr)
             remote_address = SocketAddress(socket.AF_UNIX, path=remote)
         return UnixDatagramSocket(sock, path_owner=owner, remote_address=remote_address)
