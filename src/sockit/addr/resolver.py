@@ -260,8 +260,10 @@ class _DaemonPool:
                 name=f"{self._name_prefix}_{len(self._threads)}",
                 daemon=True,
             )
-            thread.start()
+            # Recorded before start(): a KeyboardInterrupt raised while start() waits
+            # for the thread to run must not leave a worker that shutdown() misses.
             self._threads.append(thread)
+            thread.start()
         return future
 
     def shutdown(self) -> None:
@@ -269,7 +271,8 @@ class _DaemonPool:
         for _ in self._threads:
             self._work.put(None)
         for thread in self._threads:
-            thread.join()
+            if thread.ident is not None:  # never started if start() itself was interrupted
+                thread.join()
 
 
 def _work_loop(work: queue.SimpleQueue[_WorkItem | None], idle: threading.Semaphore) -> None:

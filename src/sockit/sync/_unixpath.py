@@ -44,7 +44,11 @@ abstract name one for its leading NUL."""
 # queue makes a blocking connect wait, which is bounded here (and then counts as live).
 _PROBE_TIMEOUT = 1.0
 
-# Temporary names for the mode= dance: collisions are astronomically unlikely with 48
+# Linux creates the socket file with the mode of the socket's inode (minus umask).
+_MODE_BEFORE_BIND = sys.platform.startswith("linux")
+_MODE_BITS = 0o7777
+
+# Temporary names for the mode= rename dance: collisions are astronomically unlikely with 48
 # random bits, but the loop stays bounded anyway.
 _TEMPORARY_NAME_ATTEMPTS = 10
 _TEMPORARY_RANDOM_BYTES = 6
@@ -128,30 +132,62 @@ def bind_unix(sock: socket.socket, path: str, *, mode: int | None = None) -> Uni
     Returns the :class:`UnixPathOwner` of the created file, or ``None`` for an abstract
     name (``"@name"``), which leaves nothing on disk.
 
-    Raises :class:`~sockit.errors.AddressError` for a path that is empty or too long,
-    ``OSError(EADDRINUSE)`` if a live socket is bound there (a probing connect
-    succeeded) or if the path exists and is not a socket (it is left alone),
-    and whatever ``bind``/``chmod``/``rename`` raise otherwise.
+    Raises :class:`~sockit.errors.AddressError` for a path that is empty or too long
+    (before anything is touched), ``OSError(EADDRINUSE)`` if a live socket is bound
+    there (a probing connect succeeded) or if the path exists and is not a socket (it
+    is left alone), ``ValueError`` for a ``mode`` outside ``0..0o7777`` or with an
+    abstract name, and whatever ``bind``/``chmod``/``rename`` raise otherwise.
 
-    ``mode`` (for example ``0o660``) is the permission of the socket file. It is
-    applied by binding to a temporary name in the same directory, ``chmod``-ing that,
-    and ``rename``-ing it onto ``path``: rename is atomic, so no client can ever reach
-    the socket under ``path`` while it has the default mode. Not ``umask``: it is
-    process-wide, so changing it around ``bind`` races with every other thread that
-    creates files at that moment. Note that the kernel keeps the name the socket was
-    bound to: ``getsockname()`` (and the sender address a datagram peer sees) report
-    the temporary name; ``sockit`` reports ``path`` instead where it can.
+    ``mode`` (for example ``0o660``) is the permission of the socket file, applied so
+    that no client can ever reach the socket under ``path`` with a more permissive
+    mode than asked for:
+
+    * On Linux, the socket's own inode is ``fchmod``-ed before ``bind``; the kernel
+      creates the file with that mode minus the umask (``unix_bind_bsd`` in
+      net/unix/af_unix.c), and a ``chmod`` afterwards adds back bits the umask
+      removed. The socket keeps its real name, so ``getsockname()`` and the sender
+      address datagram peers see (and reply to) are ``path``.
+    * Elsewhere, the socket is bound to a temporary name in the same directory,
+      ``chmod``-ed, and ``rename``-d onto ``path`` (atomic). The kernel remembers the
+      temporary name, so ``getsockname()`` reports it (sockit's ``local_address``
+      reports ``path``).
+
+    Not ``umask``: it is process-wide, so changing it around ``bind`` would race with
+    every other thread creating files at that moment.
     """
     check_unix_path(path)
+    if mode is not None and not (isinstance(mode, int) and 0 <= mode <= _MODE_BITS):
+        raise ValueError(f"mode must be an int in 0..0o7777, not {mode!r}")
     if path.startswith("@"):
         if mode is not None:
             raise ValueError("mode= applies to filesystem UNIX sockets, not abstract names")
-        sock.bind(unix_sockaddr(path))
+        _bind_or_explain(sock, path)
         return None
     _clear_stale(path, sock.type)
     if mode is None:
         _bind_or_explain(sock, path)
         return UnixPathOwner.for_path(path)
+    if _MODE_BEFORE_BIND:
+        return _bind_with_mode_set_first(sock, path, mode)
+    return _bind_with_mode_by_rename(sock, path, mode)
+
+
+def _bind_with_mode_set_first(sock: socket.socket, path: str, mode: int) -> UnixPathOwner:
+    os.fchmod(sock.fileno(), mode)
+    _bind_or_explain(sock, path)
+    owner = UnixPathOwner.for_path(path)
+    try:
+        if stat.S_IMODE(os.lstat(path).st_mode) != mode:
+            # The umask took bits away; the file is only ever *less* permissive than
+            # asked until this chmod, never more.
+            Path(path).chmod(mode)
+    except BaseException:
+        owner.remove()
+        raise
+    return owner
+
+
+def _bind_with_mode_by_rename(sock: socket.socket, path: str, mode: int) -> UnixPathOwner:
     temporary = _bind_temporary(sock, path)
     try:
         Path(temporary).chmod(mode)
@@ -223,15 +259,15 @@ def _probe(path: str, sock_type: int) -> OSError | None:
 
 def _bind_or_explain(sock: socket.socket, path: str) -> None:
     try:
-        sock.bind(path)
+        sock.bind(unix_sockaddr(path))
     except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            raise OSError(
-                errno.EADDRINUSE,
-                "another process created a file at this UNIX socket path just now",
-                path,
-            ) from error
-        raise
+        if error.errno != errno.EADDRINUSE:
+            raise
+        if path.startswith("@"):
+            reason = "another socket is bound to this abstract name"
+        else:
+            reason = "another process created a file at this UNIX socket path just now"
+        raise OSError(errno.EADDRINUSE, reason, path) from error
 
 
 def _bind_temporary(sock: socket.socket, path: str) -> str:

@@ -563,8 +563,8 @@ class UnixDatagramSocket(_DatagramSocketBase):
     ) -> None:
         if sock.family != socket.AF_UNIX:
             raise ValueError(f"UnixDatagramSocket needs an AF_UNIX socket, not {sock.family!r}")
-        # With mode=, the kernel remembers the temporary name the socket was bound to;
-        # report the path it really has.
+        # Off Linux, mode= binds to a temporary name first and the kernel remembers
+        # that one; report the path the socket really has.
         local = None if path_owner is None else SocketAddress(socket.AF_UNIX, path=path_owner.path)
         super().__init__(sock, timeout=timeout, local_address=local, remote_address=remote_address)
         self._path_owner = path_owner

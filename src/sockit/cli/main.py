@@ -1,0 +1,96 @@
+"""The ``sockit`` command: argument parsing and wiring only, no socket logic of its own.
+
+Exit codes (ncat's): 0 success, 1 network error (refused, reset, timeout, name error),
+2 usage error. Human output goes to stderr, data to stdout.
+
+Start-up time is a measured goal (``sockit --version`` <= 2.5x ``python -c pass``), so
+this module imports nothing from sockit at import time: each subcommand imports what it
+needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["EXIT_NETWORK_ERROR", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_NETWORK_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _version() -> str:
+    from sockit._version import __version__  # noqa: PLC0415 (keep --version fast)
+
+    return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` that imports only ``sockit._version``."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"sockit {_version()}\n")
+        parser.exit(EXIT_OK)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sockit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="sockit",
+        description="The socket model, made correct and pleasant.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = subcommands.add_parser(
+        "demo",
+        help="show the socket model step by step on loopback",
+        description=(
+            "Start a server and a client on loopback and show each socket operation: "
+            "getaddrinfo, socket, bind, listen, connect, accept (with the 4-tuple), "
+            "send and recv both ways, a half-close and the EOF it produces, and close."
+        ),
+    )
+    demo.add_argument(
+        "--host",
+        default="localhost",
+        help="the name the client looks up and connects to (default: localhost)",
+    )
+    demo.add_argument(
+        "--message",
+        default="hello, server",
+        help="what the client sends (default: %(default)r)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sockit`` command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("sockit: error: a command is required (try 'sockit demo')\n")
+        return EXIT_USAGE
+    if args.command == "demo":
+        from sockit.cli.demo import run_demo  # noqa: PLC0415 (lazy: start-up time)
+
+        return run_demo(host=args.host, message=args.message)
+    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
