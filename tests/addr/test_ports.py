@@ -47,9 +47,7 @@ def test_numbers_in_range_are_accepted_without_lookup(
 @pytest.mark.parametrize(
     "port", [65536, -1, 99999, 2**64, "65536", "-1", "99999", "+80", "-0", "1" * 100]
 )
-def test_out_of_range_is_rejected_before_any_lookup(
-    port: int | str, no_lookups: list[str]
-) -> None:
+def test_out_of_range_is_rejected_before_any_lookup(port: int | str, no_lookups: list[str]) -> None:
     with pytest.raises(AddressError, match=r"a port is a number 0-65535") as info:
         parse_port(port)
     assert repr(port) in str(info.value)

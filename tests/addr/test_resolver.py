@@ -198,7 +198,9 @@ def test_lookup_times_out_and_names_the_host(
 ) -> None:
     fake.block = True
     started = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"resolving 'slow\.example' timed out after 0\.05") as info:
+    with pytest.raises(
+        TimeoutError, match=r"resolving 'slow\.example' timed out after 0\.05"
+    ) as info:
         resolver.getaddrinfo("slow.example", 80, timeout=0.05)
     assert not isinstance(info.value, ResolutionError)
     assert time.monotonic() - started < WAIT / 2

@@ -146,7 +146,7 @@ def test_truncated_datagram_raises_with_real_size(
 ) -> None:
     server = sockets(loopback)
     client = sockets(loopback)
-    payload = bytes(range(256)) * 8   # 2048 bytes
+    payload = bytes(range(256)) * 8  # 2048 bytes
     payload = payload[:2000]
     client.sendto(payload, server.local_address)
     client.sendto(b"next", server.local_address)

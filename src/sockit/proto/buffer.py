@@ -126,9 +126,10 @@ class ReceiveBuffer:
         """
         if not delimiter:
             raise ValueError("delimiter must not be empty")
+        if delimiter == _NEWLINE:
+            # Lines have a faster path that splits a whole chunk at a time.
+            return self.take_line(max_bytes)
         if self.lines:
-            if delimiter == _NEWLINE:
-                return self.take_line(max_bytes)
             self._unsplit()
         rest = self._rest
         if delimiter != self._scan_delimiter:
