@@ -125,9 +125,11 @@ class MemoryStream(BufferedStream):
 
     @property
     def pending_send(self) -> int:
-        """Bytes this end sent that the peer has not received yet (at most
-        :attr:`max_buffer`). Bytes the peer received but holds in its own message
-        buffer (left over from ``recv_line`` and friends) are not counted."""
+        """Bytes this end sent that the peer has not received yet (at most :attr:`max_buffer`).
+
+        Bytes the peer received but holds in its own message buffer (left over from
+        ``recv_line`` and friends) are not counted.
+        """
         with self._connection.condition:
             return len(self._outgoing.data)
 
@@ -256,10 +258,12 @@ class MemoryStream(BufferedStream):
         self._buffer.take_all()
 
     def abort(self) -> None:
-        """Close with a reset, like :meth:`sockit.SocketStream.abort` (``SO_LINGER``
-        0): the peer's receives and sends raise :class:`~sockit.ConnectionResetByPeer`
-        at once, even if data was still in flight (it is lost). Idempotent; does
-        nothing on an already closed stream."""
+        """Close with a reset, like :meth:`sockit.SocketStream.abort` (``SO_LINGER`` 0).
+
+        The peer's receives and sends raise :class:`~sockit.ConnectionResetByPeer` at
+        once, even if data was still in flight (it is lost). Idempotent; does nothing on
+        an already closed stream.
+        """
         with self._connection.condition:
             if self._closed:
                 return
