@@ -13,7 +13,10 @@ Deliberately not leaks:
   ``StdlibResolver``, created on first use and kept for the life of the process;
 * the helper processes :mod:`multiprocessing` starts once and keeps
   (``resource_tracker``, ``forkserver``);
-* anything created before the test started (session or module fixtures, plugins).
+* anything created before the test started (session or module fixtures, plugins), and
+  the process-wide resources that :func:`pytest_sessionstart` creates once up front
+  because libraries create them lazily and keep them (libuv's signal pipe, made by the
+  first uvloop loop).
 
 A test that must leak (rare; say why in a comment) opts out with
 ``@pytest.mark.allow_leaks``. A test that already failed is not checked again: its leaks
@@ -73,6 +76,21 @@ def pytest_configure(config: pytest.Config) -> None:
 _REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Create the process-wide resources that libraries allocate once, on first use.
+
+    Otherwise whichever test happens to run first would be blamed for them.
+    """
+    del session  # part of the hook's signature
+    try:
+        import uvloop  # noqa: PLC0415 - optional, and only needed once
+    except ImportError:
+        return
+    # The first libuv loop opens a pipe that libuv keeps for the life of the process
+    # (uv__signal_global_once_init); later loops reuse it.
+    uvloop.new_event_loop().close()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -109,7 +127,7 @@ def open_fds() -> dict[int, tuple[int, int]]:
     directory = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         # Listing through our own descriptor lets us leave exactly that one out.
-        numbers = [int(name) for name in os.listdir(directory)]  # noqa: PTH208
+        numbers = [int(name) for name in os.listdir(directory)]
     finally:
         os.close(directory)
     fds: dict[int, tuple[int, int]] = {}

@@ -12,12 +12,21 @@ import subprocess
 import sys
 from pathlib import Path
 from textwrap import dedent
-
-import pytest
+from typing import TYPE_CHECKING
 
 import conftest
 
-CONFTEST_SOURCE = (Path(__file__).parent / "conftest.py").read_text(encoding="utf-8")
+if TYPE_CHECKING:
+    import pytest
+
+REAL_GRACE = f"GRACE_SECONDS = {conftest.GRACE_SECONDS!r}\n"
+# The real guard with a shorter grace period, so that each deliberate leak costs this
+# suite half a second instead of two; everything else is the code under test, verbatim.
+CONFTEST_SOURCE = (
+    (Path(__file__).parent / "conftest.py")
+    .read_text(encoding="utf-8")
+    .replace(REAL_GRACE, "GRACE_SECONDS = 0.5\n", 1)
+)
 
 # The project's strictness, without reading the project's pyproject.toml.
 INNER_INI = """\
@@ -28,12 +37,24 @@ timeout = 60
 """
 
 
-def run_inner(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
-    """Run ``source`` as test_inner.py under the real leak guard, in a child pytest."""
+def test_inner_guard_is_the_real_one_with_a_shorter_grace() -> None:
+    assert "GRACE_SECONDS = 0.5\n" in CONFTEST_SOURCE
+    assert REAL_GRACE not in CONFTEST_SOURCE
+
+
+def run_inner(
+    pytester: pytest.Pytester, source: str, *, hypothesis_plugin: bool = False
+) -> pytest.RunResult:
+    """Run ``source`` as test_inner.py under the real leak guard, in a child pytest.
+
+    Hypothesis's pytest plugin costs about a second of start-up, so it is loaded only
+    where its interplay with the guard is the point.
+    """
     pytester.makeconftest(CONFTEST_SOURCE)
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_inner=dedent(source))
-    return pytester.runpytest_subprocess("-v", timeout=120)
+    options = [] if hypothesis_plugin else ["-p", "no:hypothesispytest"]
+    return pytester.runpytest_subprocess("-v", *options, timeout=120)
 
 
 def test_clean_test_passes(pytester: pytest.Pytester) -> None:
@@ -205,14 +226,25 @@ def test_failing_test_is_not_reported_twice(pytester: pytest.Pytester) -> None:
     assert "leaked" not in result.stdout.str()
 
 
-def test_hypothesis_and_pytest_timeout_do_not_trigger_it(pytester: pytest.Pytester) -> None:
+def test_uvloop_hypothesis_and_pytest_timeout_do_not_trigger_it(
+    pytester: pytest.Pytester,
+) -> None:
     result = run_inner(
         pytester,
         """
+        import asyncio
         import socket
 
         import pytest
+        import uvloop
         from hypothesis import given, settings, strategies as st
+
+        def test_first_uvloop_loop_of_the_process():
+            loop = uvloop.new_event_loop()
+            try:
+                loop.run_until_complete(asyncio.sleep(0))
+            finally:
+                loop.close()
 
         @settings(max_examples=25, deadline=None)
         @given(st.binary(max_size=512))
@@ -241,8 +273,9 @@ def test_hypothesis_and_pytest_timeout_do_not_trigger_it(pytester: pytest.Pytest
         def test_under_signal_timeout():
             pass
         """,
+        hypothesis_plugin=True,
     )
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_fd_number_reused_for_another_file_counts_as_a_leak() -> None:
@@ -253,6 +286,7 @@ def test_fd_number_reused_for_another_file_counts_as_a_leak() -> None:
         try:
             os.dup2(null, read_end)  # same number, different open file
             leaks = conftest.find_leaks(before)
+            report = leaks.describe()
         finally:
             os.close(null)
     finally:
@@ -261,7 +295,8 @@ def test_fd_number_reused_for_another_file_counts_as_a_leak() -> None:
     assert leaks.fds == sorted([read_end, null])
     assert not leaks.threads
     assert not leaks.children
-    assert f"fd {null} -> /dev/null" in leaks.describe()
+    assert f"fd {read_end} -> /dev/null" in report
+    assert f"fd {null} -> /dev/null" in report
 
 
 def test_both_ways_of_finding_children_agree() -> None:

@@ -34,10 +34,14 @@ from sockit.errors import (
 from sockit.sync import (
     SocketListener,
     SocketStream,
+    UDPSocket,
+    UnixDatagramSocket,
     connect,
     connect_unix,
     listen,
     listen_unix,
+    open_udp,
+    open_unix_datagram,
 )
 
 __all__ = [
@@ -61,12 +65,16 @@ __all__ = [
     "SocketListener",
     "SocketStream",
     "SockitError",
+    "UDPSocket",
+    "UnixDatagramSocket",
     "UnixEndpoint",
     "__version__",
     "connect",
     "connect_unix",
     "listen",
     "listen_unix",
+    "open_udp",
+    "open_unix_datagram",
     "parse_endpoint",
     "parse_port",
 ]

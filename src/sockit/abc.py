@@ -229,9 +229,7 @@ class AsyncStream(abc.ABC):
         """See :meth:`Stream.recv_until`."""
 
     @abc.abstractmethod
-    async def recv_line(
-        self, *, max_bytes: int = 65536, timeout: float | None = None
-    ) -> bytes:
+    async def recv_line(self, *, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         """See :meth:`Stream.recv_line`."""
 
     @abc.abstractmethod
@@ -291,9 +289,7 @@ class AsyncDatagramSocket(abc.ABC):
     __slots__ = ()
 
     @abc.abstractmethod
-    async def sendto(
-        self, data: Buffer, address: object, *, timeout: float | None = None
-    ) -> None:
+    async def sendto(self, data: Buffer, address: object, *, timeout: float | None = None) -> None:
         """See :meth:`DatagramSocket.sendto`."""
 
     @abc.abstractmethod

@@ -55,7 +55,7 @@ class FakeGetaddrinfo:
         self._started = threading.Condition(self._lock)
 
     def __call__(
-        self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+        self, host: Any, port: Any, family: int = 0, type_: int = 0, proto: int = 0, flags: int = 0
     ) -> list[tuple[Any, ...]]:
         with self._lock:
             self.calls.append((host, port, flags, threading.current_thread().name))
@@ -95,10 +95,10 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int, str]]:
     calls: list[tuple[Any, int, str]] = []
 
     def recording(
-        host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+        host: Any, port: Any, family: int = 0, type_: int = 0, proto: int = 0, flags: int = 0
     ) -> list[Any]:
         calls.append((host, flags, threading.current_thread().name))
-        return _real_getaddrinfo(host, port, family, type, proto, flags)
+        return _real_getaddrinfo(host, port, family, type_, proto, flags)
 
     monkeypatch.setattr(socket, "getaddrinfo", recording)
     return calls
@@ -134,6 +134,21 @@ def test_literals_resolve_in_the_calling_thread_with_numerichost(
     assert flags & socket.AI_NUMERICHOST
     assert thread_name == threading.current_thread().name
     assert resolver_threads() == before
+
+
+@pytest.mark.skipif(not hasattr(socket, "if_nametoindex"), reason="needs if_nametoindex")
+def test_scoped_ipv6_literal_gets_its_scope_id(
+    resolver: StdlibResolver, recorder: list[tuple[Any, int, str]]
+) -> None:
+    try:
+        index = socket.if_nametoindex("lo")
+    except OSError:
+        pytest.skip("no interface named lo")
+    [answer] = resolver.getaddrinfo("fe80::1%lo", 80)
+    assert answer.sockaddr == ("fe80::1", 80, 0, index)
+    with pytest.raises(ResolutionError, match=r"'fe80::1%nosuchif0'"):
+        resolver.getaddrinfo("fe80::1%nosuchif0", 80)
+    assert [thread for _, _, thread in recorder] == [threading.current_thread().name] * 2
 
 
 def test_wildcard_resolves_in_the_calling_thread(

@@ -8,13 +8,13 @@ import platform
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from sockit.addr import SocketAddress
+from sockit.addr import SocketAddress, format_host_port
 from sockit.errors import (
     AddressError,
     ClosedResourceError,
@@ -28,6 +28,9 @@ from sockit.sync.udp import (
     UDPSocket,
     open_udp,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 # Long enough never to expire on a loaded machine when data is on its way; the tests
 # that want a timeout use their own short one.
@@ -115,6 +118,24 @@ def test_zero_length_datagram_is_data(sockets: Callable[..., UDPSocket], loopbac
     assert server.recvfrom(timeout=PATIENCE)[0] == b"after"
     server.sendto(b"", sender)
     assert client.recv(timeout=PATIENCE) == b""
+
+
+def test_interleaved_peers_are_told_apart(sockets: Callable[..., UDPSocket], loopback: str) -> None:
+    server = sockets(loopback)
+    clients = [sockets(loopback) for _ in range(3)]
+    for round_number in range(3):
+        for index, client in enumerate(clients):
+            client.sendto(f"{round_number}:{index}".encode(), server.local_address)
+        for index, client in enumerate(clients):
+            data, sender = server.recvfrom(timeout=PATIENCE)
+            assert data == f"{round_number}:{index}".encode()
+            assert sender == client.local_address
+            server.sendto(b"to " + data, sender)
+        for index, client in enumerate(clients):
+            assert client.recvfrom(timeout=PATIENCE) == (
+                f"to {round_number}:{index}".encode(),
+                server.local_address,
+            )
 
 
 def test_message_boundaries_are_kept(sockets: Callable[..., UDPSocket], loopback: str) -> None:
@@ -255,7 +276,7 @@ def test_ipv4_destination_on_dual_stack_socket_has_ipv4_limit(
 def test_recvfrom_timeout_raises_timeout_error(sockets: Callable[..., UDPSocket]) -> None:
     server = sockets("127.0.0.1")
     started = time.monotonic()
-    with pytest.raises(TimeoutError, match="recvfrom timed out after 0.05 s"):
+    with pytest.raises(TimeoutError, match=r"recvfrom timed out after 0\.05 s"):
         server.recvfrom(timeout=0.05)
     elapsed = time.monotonic() - started
     assert 0.05 <= elapsed < PATIENCE
@@ -350,7 +371,7 @@ def test_close_wakes_a_thread_blocked_in_recvfrom() -> None:
     def receive() -> None:
         try:
             outcome.append(sock.recvfrom(timeout=30)[0])
-        except BaseException as error:  # noqa: BLE001 - reported to the test thread
+        except BaseException as error:
             outcome.append(error)
 
     thread = threading.Thread(target=receive)
@@ -411,7 +432,7 @@ def test_connected_socket_addresses_and_filtering(
 ) -> None:
     server = sockets(loopback)
     stranger = sockets(loopback)
-    client = sockets(remote=f"[{loopback}]:{server.local_address.port}")
+    client = sockets(remote=format_host_port(loopback, server.local_address.port))
     assert client.remote_address == server.local_address
     assert client.local_address.host == loopback
     assert server.remote_address is None

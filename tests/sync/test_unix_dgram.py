@@ -8,9 +8,10 @@ import secrets
 import socket
 import stat
 import sys
-from collections.abc import Callable, Iterator
+import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +23,9 @@ from sockit.errors import (
     DatagramTruncated,
 )
 from sockit.sync.udp import UnixDatagramSocket, open_unix_datagram
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 PATIENCE = 5.0
 
@@ -326,17 +330,20 @@ def test_send_to_a_full_receiver_times_out(
     destination = None if connected else path
     queued = _fill_queue(sender, destination)
     assert queued > 0
-    with pytest.raises(TimeoutError, match="timed out after 0.05 s"):
+
+    def send(data: bytes, timeout: float) -> None:
         if destination is None:
-            sender.send(b"one too many", timeout=0.05)
+            sender.send(data, timeout=timeout)
         else:
-            sender.sendto(b"one too many", destination, timeout=0.05)
+            sender.sendto(data, destination, timeout=timeout)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"timed out after 0\.05 s"):
+        send(b"one too many", 0.05)
+    assert 0.05 <= time.monotonic() - started < PATIENCE
     # Reliable: nothing was dropped, and once there is room sending works again.
     assert receiver.recv(timeout=PATIENCE) == b"q"
-    if destination is None:
-        sender.send(b"fits again", timeout=PATIENCE)
-    else:
-        sender.sendto(b"fits again", destination, timeout=PATIENCE)
+    send(b"fits again", PATIENCE)
     received = [receiver.recv(timeout=PATIENCE) for _ in range(queued)]
     assert received == [b"q"] * (queued - 1) + [b"fits again"]
 

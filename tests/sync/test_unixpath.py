@@ -8,9 +8,7 @@ import secrets
 import socket
 import stat
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
@@ -18,9 +16,14 @@ from sockit.errors import AddressError
 from sockit.sync import _unixpath
 from sockit.sync._unixpath import SUN_PATH_MAX, UnixPathOwner, bind_unix
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="abstract UNIX names exist only on Linux"
 )
+
 
 class SocketMaker(Protocol):
     def __call__(self, sock_type: int = socket.SOCK_DGRAM) -> socket.socket: ...
@@ -100,11 +103,10 @@ def test_stale_socket_file_is_replaced(
 ) -> None:
     path = tmp_path / "stale.sock"
     _stale_socket_file(path, sock_type)
-    old_inode = path.lstat().st_ino
     sock = new_socket(sock_type)
     owner = bind_unix(sock, str(path))
     assert owner is not None
-    assert owner.inode == path.lstat().st_ino != old_inode
+    assert owner.owns_current_file()
     # The new file is live: a client reaches the new socket through it.
     if sock_type == socket.SOCK_STREAM:
         sock.listen()
@@ -138,9 +140,7 @@ def test_live_socket_is_refused_and_kept(
         assert live.recv(20) == b"still here"
 
 
-def test_live_socket_of_the_other_type_is_refused(
-    new_socket: SocketMaker, tmp_path: Path
-) -> None:
+def test_live_socket_of_the_other_type_is_refused(new_socket: SocketMaker, tmp_path: Path) -> None:
     # A datagram probe of a stream listener fails with EPROTOTYPE, not ECONNREFUSED:
     # someone is alive there, so the file must stay.
     path = tmp_path / "stream.sock"
@@ -200,14 +200,12 @@ def test_mode_is_applied(new_socket: SocketMaker, tmp_path: Path, mode: int) -> 
     info = path.lstat()
     assert stat.S_ISSOCK(info.st_mode)
     assert stat.S_IMODE(info.st_mode) == mode
-    assert owner.inode == info.st_ino
+    assert owner.owns_current_file()
     # Nothing else (no temporary name) is left in the directory.
     assert [p.name for p in tmp_path.iterdir()] == ["moded.sock"]
 
 
-def test_mode_wider_than_umask_is_applied(
-    new_socket: SocketMaker, tmp_path: Path
-) -> None:
+def test_mode_wider_than_umask_is_applied(new_socket: SocketMaker, tmp_path: Path) -> None:
     previous = os.umask(0o077)
     try:
         path = tmp_path / "wide.sock"
@@ -218,9 +216,7 @@ def test_mode_wider_than_umask_is_applied(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sets mode before bind")
-def test_mode_keeps_the_real_name_on_linux(
-    new_socket: SocketMaker, tmp_path: Path
-) -> None:
+def test_mode_keeps_the_real_name_on_linux(new_socket: SocketMaker, tmp_path: Path) -> None:
     path = tmp_path / "named.sock"
     sock = new_socket()
     bind_unix(sock, str(path), mode=0o600)
@@ -255,9 +251,7 @@ def test_mode_by_rename_never_replaces_a_regular_file(
 
 
 @pytest.mark.parametrize("mode", [-1, 0o10000, "0600"])
-def test_invalid_mode_is_rejected(
-    new_socket: SocketMaker, tmp_path: Path, mode: object
-) -> None:
+def test_invalid_mode_is_rejected(new_socket: SocketMaker, tmp_path: Path, mode: object) -> None:
     with pytest.raises(ValueError, match="mode"):
         bind_unix(new_socket(), str(tmp_path / "x.sock"), mode=mode)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
@@ -266,9 +260,7 @@ def test_invalid_mode_is_rejected(
 # --- path length ------------------------------------------------------------------------
 
 
-def test_path_too_long_is_an_address_error(
-    new_socket: SocketMaker, tmp_path: Path
-) -> None:
+def test_path_too_long_is_an_address_error(new_socket: SocketMaker, tmp_path: Path) -> None:
     limit = SUN_PATH_MAX - 1
     directory = str(tmp_path) + "/"
     fits = directory + "f" * (limit - len(directory))
@@ -318,9 +310,7 @@ def test_owner_tolerates_a_missing_file(new_socket: SocketMaker, tmp_path: Path)
     assert owner.remove() is False
 
 
-def test_owner_never_removes_a_replaced_file(
-    new_socket: SocketMaker, tmp_path: Path
-) -> None:
+def test_owner_never_removes_a_replaced_file(new_socket: SocketMaker, tmp_path: Path) -> None:
     path = tmp_path / "shared.sock"
     owner = bind_unix(new_socket(), str(path))
     assert owner is not None
@@ -343,4 +333,9 @@ def test_owner_for_path_records_the_inode(tmp_path: Path) -> None:
     path.write_bytes(b"")
     owner = UnixPathOwner.for_path(str(path))
     info = path.lstat()
-    assert (owner.device, owner.inode, owner.path) == (info.st_dev, info.st_ino, str(path))
+    assert (owner.device, owner.inode, owner.change_time_ns, owner.path) == (
+        info.st_dev,
+        info.st_ino,
+        info.st_ctime_ns,
+        str(path),
+    )

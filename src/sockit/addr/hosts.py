@@ -22,7 +22,6 @@ This module must never resolve names, open sockets or start threads.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from sockit.errors import AddressError, ResolutionError
@@ -49,7 +48,7 @@ _CANONICAL_OCTET = re.compile(r"25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]", re
 # delimiters): none of them can be part of a host name, and most of them mean the
 # caller pasted a URL or an endpoint where a host was wanted. ":" is handled apart
 # (it means IPv6).
-_FORBIDDEN = re.compile(r'[\x00-\x20\x7f#%/<>?@\[\\\]^|"]')
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f#%/<>?@\[\\\]^|]")
 
 # An IPv6 zone (RFC 4007 section 11): an interface name or index. Linux interface
 # names are at most 15 bytes (IFNAMSIZ - 1) and cannot hold "/", ":" or white space.
@@ -97,7 +96,9 @@ def check_host(host: str) -> str:
     if len(host) > _HOPELESS_LENGTH:
         raise _name_too_long(host)
     ascii_host = host if host.isascii() else _idna_encode(host)
-    _check_forbidden(ascii_host)
+    # UTS #46 maps full-width forms to ASCII (U+FF0F to "/", U+FF1A to ":"): check again;
+    # a ":" here would make the result look like an IPv6 literal.
+    _check_forbidden(ascii_host, also=":")
     if _is_ipv4_attempt(ascii_host):
         if not _is_canonical_ipv4(ascii_host):
             raise AddressError(
@@ -134,6 +135,8 @@ def _check_ipv6(text: str) -> str:
             f"invalid host {text!r}: bad IPv6 scope {scope!r} "
             f"(expected an interface name or index, e.g. fe80::1%eth0)"
         )
+    import ipaddress  # noqa: PLC0415 - start-up time: only IPv6 literals need it
+
     try:
         address = ipaddress.IPv6Address(address_text)
     except ValueError as exc:
@@ -145,8 +148,10 @@ def _check_ipv6(text: str) -> str:
     return f"{normal}%{scope}" if has_scope else normal
 
 
-def _check_forbidden(host: str) -> None:
+def _check_forbidden(host: str, *, also: str = "") -> None:
     match = _FORBIDDEN.search(host)
+    if match is None and also:
+        match = re.search(f"[{re.escape(also)}]", host)
     if match is not None:
         raise AddressError(
             f"invalid host {host!r}: character {match.group()!r} cannot appear in a "

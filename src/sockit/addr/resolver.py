@@ -6,13 +6,13 @@ of worker threads and waits for the answer in the calling thread, which can then
 up after a timeout or be interrupted by Ctrl-C. IP literals and the wildcard need no
 lookup and are answered synchronously with ``AI_NUMERICHOST``, without a thread.
 
-This module must never contact anything but the system resolver, and never leave a
-lookup in a worker without a caller bounding its wait (or choosing not to).
+This module must never contact anything but the system resolver (``getaddrinfo``),
+never send an IP literal or the wildcard to a thread, and never make a caller wait
+longer than the ``timeout`` it gave.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import math
 import os
@@ -20,15 +20,19 @@ import queue
 import socket
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from sockit.addr._address import AddrInfo
 from sockit.addr.hosts import check_host, is_ip_literal
 from sockit.addr.ports import parse_port
 from sockit.errors import ResolutionError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Future
+
 __all__ = [
+    "DEFAULT_MAX_WORKERS",
     "RESOLVER_THREAD_NAME_PREFIX",
     "Resolver",
     "StdlibResolver",
@@ -57,7 +61,7 @@ class Resolver(Protocol):
         port: int,
         *,
         family: int = 0,
-        type: int = socket.SOCK_STREAM,  # noqa: A002 - getaddrinfo's own parameter name
+        type: int = socket.SOCK_STREAM,
         flags: int = 0,
         timeout: float | None = None,
     ) -> list[AddrInfo]:
@@ -106,7 +110,7 @@ class StdlibResolver:
         port: int,
         *,
         family: int = 0,
-        type: int = socket.SOCK_STREAM,  # noqa: A002 - getaddrinfo's own parameter name
+        type: int = socket.SOCK_STREAM,
         flags: int = 0,
         timeout: float | None = None,
     ) -> list[AddrInfo]:
@@ -128,12 +132,16 @@ class StdlibResolver:
             future = self._pool.submit(
                 functools.partial(_lookup, checked, port, family, type, flags, display_host=host)
             )
+        # Imported here: concurrent.futures (with logging) costs more at start-up than
+        # the rest of sockit.addr, and only lookups of names need it.
+        from concurrent.futures import wait as wait_for  # noqa: PLC0415
+
         # The wait happens in the calling thread, in a lock acquire. On POSIX, lock
         # acquires are interrupted by signals (Python 3.2+), so Ctrl-C raises
         # KeyboardInterrupt here at once, while the worker, which cannot be
         # interrupted inside getaddrinfo, finishes on its own and is ignored.
         try:
-            done, _ = concurrent.futures.wait((future,), timeout=wait)
+            done, _ = wait_for((future,), timeout=wait)
         finally:
             # A lookup still queued (all workers busy) is dropped, never started.
             future.cancel()
@@ -230,7 +238,7 @@ def _lookup(
 
 
 _T = TypeVar("_T")
-_WorkItem: TypeAlias = tuple["concurrent.futures.Future[Any]", Callable[[], Any]]
+_WorkItem: TypeAlias = "tuple[Future[Any], Callable[[], Any]]"
 
 
 class _DaemonPool:
@@ -249,9 +257,11 @@ class _DaemonPool:
         self._idle = threading.Semaphore(0)
         self._threads: list[threading.Thread] = []
 
-    def submit(self, function: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+    def submit(self, function: Callable[[], _T]) -> Future[_T]:
         """Queue ``function()``; the caller serialises submit() and shutdown()."""
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        from concurrent.futures import Future  # noqa: PLC0415 - see getaddrinfo()
+
+        future: Future[_T] = Future()
         self._work.put((future, function))
         if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
             thread = threading.Thread(

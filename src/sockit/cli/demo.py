@@ -48,7 +48,9 @@ class _Narrator:
             self._out.flush()
 
 
-def run_demo(*, host: str = "localhost", message: str = "hello, server", out: TextIO | None = None) -> int:
+def run_demo(
+    *, host: str = "localhost", message: str = "hello, server", out: TextIO | None = None
+) -> int:
     """Run the demo, printing to ``out`` (stdout by default); return the exit code."""
     out = out or sys.stdout
     narrator = _Narrator(out)
@@ -66,7 +68,9 @@ def _run(narrator: _Narrator, host: str, message: bytes) -> int:
     say("server", "getaddrinfo(None, 0, AI_PASSIVE): no host means every address, both families")
     listener = listen(0)
     with listener:
-        families = " and ".join(_FAMILY_NAMES.get(a.family, str(a.family)) for a in listener.addresses)
+        families = " and ".join(
+            _FAMILY_NAMES.get(a.family, str(a.family)) for a in listener.addresses
+        )
         say("server", f"socket(): one SOCK_STREAM socket per family: {families}")
         first, *others = listener.addresses
         say("server", f"bind({first.host or '*'}, port 0): port 0 asks the kernel to choose")
@@ -194,5 +198,5 @@ def _serve_one(
             say("server", f"send({farewell!r}): sending still works after the client's FIN")
             connection.sendall(farewell)
             say("server", "close(): sends our FIN; the connection is now closed both ways")
-    except BaseException as error:  # reported by the main thread
+    except BaseException as error:  # noqa: BLE001 (handed to the main thread, which raises it)
         errors.append(error)

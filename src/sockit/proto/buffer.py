@@ -33,9 +33,10 @@ class ReceiveBuffer:
 
     Internally the unread bytes are ``lines`` (complete lines already split, in reverse
     order so the next one is ``lines[-1]``) followed by ``_rest``. ``lines`` is only
-    non-empty after :meth:`take_line` split a chunk; any other kind of read first joins
-    them back (rare: protocols rarely switch from lines to raw bytes and back on every
-    message).
+    non-empty after :meth:`take_line` split a chunk. :meth:`take_some` and
+    :meth:`take_exactly` take their bytes from ``lines`` directly, so a protocol that
+    alternates a header line and a raw body stays linear; other reads first join the
+    lines back (rare: a switch to another delimiter, or :meth:`unread`).
     """
 
     __slots__ = ("_rest", "_scan_delimiter", "_scanned", "lines")
@@ -70,7 +71,10 @@ class ReceiveBuffer:
     def take_some(self, max_bytes: int) -> bytes:
         """Remove and return up to ``max_bytes`` bytes from the front (``b""`` if empty)."""
         if self.lines:
-            self._unsplit()
+            head = self._take_from_lines(max_bytes)
+            if self.lines or len(head) >= max_bytes:
+                return head
+            return head + self.take_some(max_bytes - len(head))
         rest = self._rest
         if len(rest) <= max_bytes:
             data = bytes(rest)
@@ -94,6 +98,10 @@ class ReceiveBuffer:
         """Remove and return exactly ``n`` bytes, or return ``None`` (and keep
         everything) if fewer than ``n`` are buffered."""
         if self.lines:
+            if self._lines_hold(n):
+                return self._take_from_lines(n)
+            # Fewer than n bytes are pre-split, so joining them back costs less than
+            # the n bytes this read waits for (and later attempts find no lines).
             self._unsplit()
         rest = self._rest
         if len(rest) < n:
@@ -195,6 +203,32 @@ class ReceiveBuffer:
         # Keep the same list object: a stream may hold a reference to it.
         self.lines[:] = lines
         return first
+
+    def _lines_hold(self, n: int) -> bool:
+        """Whether the pre-split lines hold ``n`` bytes; looks at no more lines than
+        needed."""
+        for line in reversed(self.lines):
+            n -= len(line) + 1
+            if n <= 0:
+                return True
+        return n <= 0
+
+    def _take_from_lines(self, n: int) -> bytes:
+        """Remove and return up to ``n`` bytes from the pre-split lines; a line taken
+        in part leaves its tail as the next line (it still ends with a newline)."""
+        lines = self.lines
+        pieces: list[bytes] = []
+        while lines and n > 0:
+            line = lines.pop()
+            if len(line) < n:
+                pieces.append(line)
+                pieces.append(_NEWLINE)
+                n -= len(line) + 1
+            else:
+                pieces.append(line[:n])
+                lines.append(line[n:])
+                n = 0
+        return b"".join(pieces)
 
     def _unsplit(self) -> None:
         lines = self.lines[::-1]  # stream order

@@ -8,17 +8,31 @@ from sockit.sync.connect import DEFAULT_HAPPY_EYEBALLS_DELAY, connect, connect_u
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY, SocketFactory, SystemSocketFactory
 from sockit.sync.listen import DEFAULT_BACKLOG, SocketListener, listen, listen_unix
 from sockit.sync.stream import SocketStream
+from sockit.sync.udp import (
+    IPV4_MAX_DATAGRAM,
+    IPV6_MAX_DATAGRAM,
+    UDPSocket,
+    UnixDatagramSocket,
+    open_udp,
+    open_unix_datagram,
+)
 
 __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_HAPPY_EYEBALLS_DELAY",
+    "IPV4_MAX_DATAGRAM",
+    "IPV6_MAX_DATAGRAM",
     "SYSTEM_SOCKET_FACTORY",
     "SocketFactory",
     "SocketListener",
     "SocketStream",
     "SystemSocketFactory",
+    "UDPSocket",
+    "UnixDatagramSocket",
     "connect",
     "connect_unix",
     "listen",
     "listen_unix",
+    "open_udp",
+    "open_unix_datagram",
 ]

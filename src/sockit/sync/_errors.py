@@ -52,6 +52,10 @@ def raise_translated(error: OSError, *, closed: bool, operation: str) -> NoRetur
     """
     if isinstance(error, TimeoutError) and error.errno is None:
         raise TimeoutError(f"{operation} timed out") from error
+    if isinstance(error, BlockingIOError):
+        # timeout=0 puts the socket in non-blocking mode, where "nothing yet" is EAGAIN;
+        # to the caller it is a deadline of zero that expired.
+        raise TimeoutError(f"{operation} timed out (timeout=0)") from error
     code = error.errno
     if closed or code in _CLOSED_ERRNOS:
         raise ClosedResourceError(f"{operation} on a closed socket") from error

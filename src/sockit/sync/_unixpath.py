@@ -85,18 +85,27 @@ class UnixPathOwner:
     :meth:`remove` unlinks the path only while it still refers to that very file, so a
     socket file that another process put there after ours (say, a new server that
     replaced our file once we looked stale to it) is never deleted.
+
+    Call :meth:`remove` *before* closing the socket: a bound socket pins its file's
+    inode, so while it is open the inode number cannot be reused by a file someone
+    else creates (file systems such as ext4 reuse freed numbers at once). As a second
+    line of defence the inode change time is compared too: a file created later has a
+    later ``st_ctime_ns``. If someone ``chmod``-s our file, that changes as well and
+    the file is left behind, which is the safe side (the next bind finds it stale and
+    replaces it).
     """
 
     path: str
     device: int
     inode: int
+    change_time_ns: int = 0
     _removed: bool = field(default=False, repr=False)
 
     @classmethod
     def for_path(cls, path: str) -> UnixPathOwner:
-        """Record the file now at ``path`` (call right after creating it)."""
+        """Record the file now at ``path`` (call once it has its final name and mode)."""
         info = os.lstat(path)
-        return cls(path, info.st_dev, info.st_ino)
+        return cls(path, info.st_dev, info.st_ino, info.st_ctime_ns)
 
     def owns_current_file(self) -> bool:
         """True if ``path`` still names the file we created."""
@@ -104,7 +113,11 @@ class UnixPathOwner:
             info = os.lstat(self.path)
         except FileNotFoundError:
             return False
-        return (info.st_dev, info.st_ino) == (self.device, self.inode)
+        return (info.st_dev, info.st_ino, info.st_ctime_ns) == (
+            self.device,
+            self.inode,
+            self.change_time_ns,
+        )
 
     def remove(self) -> bool:
         """Unlink our socket file. Idempotent; returns True if this call removed it.
@@ -181,6 +194,7 @@ def _bind_with_mode_set_first(sock: socket.socket, path: str, mode: int) -> Unix
             # The umask took bits away; the file is only ever *less* permissive than
             # asked until this chmod, never more.
             Path(path).chmod(mode)
+            owner = UnixPathOwner.for_path(path)  # chmod changed st_ctime
     except BaseException:
         owner.remove()
         raise

@@ -14,7 +14,10 @@ from __future__ import annotations
 import select
 import socket
 import time
-from typing import Protocol
+from typing import Protocol, TypeAlias
+
+SocketObject: TypeAlias = socket.socket
+"""``socket.socket``, named so a method called ``socket`` does not shadow it."""
 
 __all__ = ["SYSTEM_SOCKET_FACTORY", "SocketFactory", "SystemSocketFactory"]
 
@@ -22,21 +25,21 @@ __all__ = ["SYSTEM_SOCKET_FACTORY", "SocketFactory", "SystemSocketFactory"]
 class SocketFactory(Protocol):
     """What the sync layer needs from the operating system, as one replaceable object."""
 
-    def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+    def socket(self, family: int, type: int, proto: int = 0) -> SocketObject:
         """Create a socket (``socket.socket(family, type, proto)``)."""
         ...
 
     def wait_writable(
-        self, sockets: list[socket.socket], timeout: float | None
-    ) -> list[socket.socket]:
+        self, sockets: list[SocketObject], timeout: float | None
+    ) -> list[SocketObject]:
         """Wait until at least one socket is writable (a non-blocking connect finished,
         successfully or not) or ``timeout`` seconds passed; return the ready ones
         (empty on timeout). ``timeout=None`` waits without limit."""
         ...
 
     def wait_readable(
-        self, sockets: list[socket.socket], timeout: float | None
-    ) -> list[socket.socket]:
+        self, sockets: list[SocketObject], timeout: float | None
+    ) -> list[SocketObject]:
         """Like :meth:`wait_writable`, for readability (a listener with a connection)."""
         ...
 
@@ -51,19 +54,19 @@ class SystemSocketFactory:
     ``poll`` rather than ``select`` so file descriptors above 1023 work (FD_SETSIZE).
     """
 
-    def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+    def socket(self, family: int, type: int, proto: int = 0) -> SocketObject:
         """See :meth:`SocketFactory.socket`."""
         return socket.socket(family, type, proto)
 
     def wait_writable(
-        self, sockets: list[socket.socket], timeout: float | None
-    ) -> list[socket.socket]:
+        self, sockets: list[SocketObject], timeout: float | None
+    ) -> list[SocketObject]:
         """See :meth:`SocketFactory.wait_writable`."""
         return _poll(sockets, select.POLLOUT, timeout)
 
     def wait_readable(
-        self, sockets: list[socket.socket], timeout: float | None
-    ) -> list[socket.socket]:
+        self, sockets: list[SocketObject], timeout: float | None
+    ) -> list[SocketObject]:
         """See :meth:`SocketFactory.wait_readable`."""
         return _poll(sockets, select.POLLIN, timeout)
 
@@ -72,7 +75,7 @@ class SystemSocketFactory:
         return time.monotonic()
 
 
-def _poll(sockets: list[socket.socket], events: int, timeout: float | None) -> list[socket.socket]:
+def _poll(sockets: list[SocketObject], events: int, timeout: float | None) -> list[SocketObject]:
     poller = select.poll()
     by_fd: dict[int, socket.socket] = {}
     for sock in sockets:

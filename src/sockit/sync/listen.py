@@ -146,10 +146,12 @@ class SocketListener(Listener):
         if self._closed:
             return
         self._closed = True
-        for sock in self._sockets:
-            sock.close()
+        # Remove the file first: while our socket is bound its inode cannot be reused,
+        # so the ownership check cannot mistake someone else's new file for ours.
         if self._path_owner is not None:
             self._path_owner.remove()
+        for sock in self._sockets:
+            sock.close()
 
     @property
     def closed(self) -> bool:
@@ -314,8 +316,8 @@ def listen_unix(
         owner = bind_unix(sock, path, mode=mode)
         sock.listen(DEFAULT_BACKLOG if backlog is None else backlog)
     except BaseException:
-        sock.close()
         if owner is not None:
             owner.remove()
+        sock.close()
         raise
     return SocketListener([sock], socket_factory=factory, path_owner=owner)

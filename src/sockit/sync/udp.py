@@ -100,7 +100,8 @@ _SEND_BACKOFF_MAX = 0.05
 # no such local address): the next candidate address is worth trying.
 _FAMILY_UNAVAILABLE = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
 
-_MSG_TRUNC: int = getattr(socket, "MSG_TRUNC", 0)
+# A plain int: "flags & socket.MSG_TRUNC" would go through enum.Flag.__and__ per datagram.
+_MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0))
 _IPV4_MAPPED_PREFIX = "::ffff:"
 
 
@@ -120,6 +121,7 @@ class _DatagramSocketBase(DatagramSocket):
         "_fd",
         "_local_address",
         "_remote_address",
+        "_sender_cache",
         "_socket",
         "_waiting",
         "timeout",
@@ -148,6 +150,10 @@ class _DatagramSocketBase(DatagramSocket):
         self._buffers: list[bytearray] = []
         # Threads blocked in poll() on this socket; close() wakes them (see close()).
         self._waiting: set[int] = set()
+        # (raw sockaddr, SocketAddress) of the last sender: a peer usually sends many
+        # datagrams, and building the value costs more than the receive itself. One
+        # tuple, replaced whole, so concurrent receivers never see a torn pair.
+        self._sender_cache: tuple[Any, SocketAddress] | None = None
         sock.setblocking(False)
         self._local_address = (
             local_address
@@ -243,6 +249,14 @@ class _DatagramSocketBase(DatagramSocket):
         return buffer
 
     def _sender(self, address: Any) -> SocketAddress:
+        cached = self._sender_cache
+        if cached is not None and cached[0] == address:
+            return cached[1]
+        sender = self._make_sender(address)
+        self._sender_cache = (address, sender)
+        return sender
+
+    def _make_sender(self, address: Any) -> SocketAddress:
         return SocketAddress.from_sockaddr(self._family, address)
 
     def recv(self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None) -> bytes:
@@ -392,11 +406,16 @@ class _DatagramSocketBase(DatagramSocket):
                 self._socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self._socket.close()
-        self._after_close()
+        try:
+            self._release_name()
+        finally:
+            self._socket.close()
 
-    def _after_close(self) -> None:
-        """Hook for subclasses: release what else the socket owned."""
+    def _release_name(self) -> None:
+        """Hook for subclasses: release what the socket owns besides its fd.
+
+        Runs while the fd is still open (see UnixDatagramSocket._release_name).
+        """
 
 
 class UDPSocket(_DatagramSocketBase):
@@ -418,7 +437,7 @@ class UDPSocket(_DatagramSocketBase):
     ``SOCK_DGRAM`` socket, which it then owns.
     """
 
-    __slots__ = ("_dual_stack",)
+    __slots__ = ("_destination_cache", "_dual_stack")
 
     def __init__(
         self,
@@ -433,6 +452,9 @@ class UDPSocket(_DatagramSocketBase):
             sock.family == socket.AF_INET6
             and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
         )
+        # (SocketAddress, sockaddr, limit) of the last destination, keyed by identity:
+        # replying to the sender recvfrom returned (cached there too) converts nothing.
+        self._destination_cache: tuple[SocketAddress, Any, int] | None = None
 
     def sendto(self, data: Buffer, address: object, *, timeout: float | None = None) -> None:
         """Send one datagram to ``address``.
@@ -453,8 +475,14 @@ class UDPSocket(_DatagramSocketBase):
         if self._closed:
             raise ClosedResourceError("sendto on a closed socket")
         seconds, deadline = self._checked_deadline(timeout)
-        destination = self._destination(address, deadline)
-        sockaddr, limit = self._sockaddr_for(destination)
+        cached = self._destination_cache
+        if cached is not None and cached[0] is address:
+            _, sockaddr, limit = cached
+        else:
+            destination = self._destination(address, deadline)
+            sockaddr, limit = self._sockaddr_for(destination)
+            if destination is address:
+                self._destination_cache = (destination, sockaddr, limit)
         self._send_raw(
             data,
             sockaddr=sockaddr,
@@ -480,7 +508,7 @@ class UDPSocket(_DatagramSocketBase):
         data, address = self._recvfrom_raw(max_bytes, timeout, "recvfrom")
         return data, self._sender(address)
 
-    def _sender(self, address: Any) -> SocketAddress:
+    def _make_sender(self, address: Any) -> SocketAddress:
         if address is None:
             # Only a shut-down socket returns no sender (IP always has one).
             raise ClosedResourceError("recvfrom on a socket that was shut down")
@@ -608,7 +636,9 @@ class UnixDatagramSocket(_DatagramSocketBase):
         """Who removes the socket file on close (``None``: no file of ours)."""
         return self._path_owner
 
-    def _after_close(self) -> None:
+    def _release_name(self) -> None:
+        # Before the socket is closed: while it is bound, the socket pins the file's
+        # inode, so its number cannot have been reused by a file someone else made.
         if self._path_owner is not None:
             self._path_owner.remove()
 
@@ -902,7 +932,7 @@ def open_unix_datagram(
             remote_address = SocketAddress(socket.AF_UNIX, path=remote)
         return UnixDatagramSocket(sock, path_owner=owner, remote_address=remote_address)
     except BaseException:
-        sock.close()
         if owner is not None:
-            owner.remove()
+            owner.remove()  # before close: the bound socket pins the file's inode
+        sock.close()
         raise

@@ -25,6 +25,7 @@ connection of its own or depend on pytest: it only uses the streams it is given.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
-__all__ = ["PATIENCE", "SHORT_TIMEOUT", "check_half_closeable_stream", "check_stream"]
+__all__ = ["MIN_BUFFER", "PATIENCE", "SHORT_TIMEOUT", "check_half_closeable_stream", "check_stream"]
 
 PATIENCE = 10.0
 """Seconds an operation that should succeed may take before the check gives up.
@@ -58,6 +59,10 @@ SHORT_TIMEOUT = 0.05
 """The timeout of calls that are expected to time out: long enough for loopback data
 that was already sent to arrive, short enough to keep the suite fast."""
 
+MIN_BUFFER = 256
+"""Bytes the suite sends without receiving them concurrently, so the least each direction
+of a stream under test must buffer."""
+
 _BULK_SIZE = 1 << 20
 # Large enough that no socket buffer can take it at once, so a sendall with a short
 # timeout must time out while nobody reads (Linux autotunes loopback TCP buffers up to
@@ -68,6 +73,12 @@ _CLOGGING_SIZE = 32 << 20
 # reset), the next ones fail.
 _BROKEN_PEER_TRIES = 1000
 _BROKEN_PEER_PAUSE = 0.01
+
+# How long a call expected to time out may block before the suite unblocks it.
+_WATCHDOG_DELAY = PATIENCE / 2
+# What the watchdog sends to end a receive that ignores its timeout: completes a line,
+# a CRLF message and any recv_exactly of up to 128 bytes.
+_UNBLOCKING_DATA = b"\r\n" * 64
 
 _S = TypeVar("_S", bound=Stream)
 _T = TypeVar("_T")
@@ -189,6 +200,10 @@ class _Pair(Generic[_S]):
         self.labels = labels
         self._tasks: list[_Task[Any]] = []
 
+    def peer_of(self, stream: Stream) -> _S:
+        """The other stream of the pair."""
+        return self.second if stream is self.first else self.first
+
     def start(self, name: str, function: Callable[[], _T]) -> _Task[_T]:
         """Run ``function`` in a thread that is joined when the check ends."""
         task = _Task(name, function)
@@ -268,7 +283,9 @@ def check_stream(make_pair: Callable[[], tuple[Stream, Stream]]) -> None:
 
     ``make_pair`` is called once per check (and once more per direction for the
     one-way checks) and must return two freshly connected streams; the suite closes
-    them. The checks of the ``timeout`` attribute run only if the streams have one.
+    them. Each direction must buffer at least :data:`MIN_BUFFER` bytes that nobody
+    reads yet (every socket buffers far more); larger transfers run in threads. The
+    checks of the ``timeout`` attribute run only if the streams have one.
     Takes a few seconds: several checks wait for :data:`SHORT_TIMEOUT` on purpose.
     """
     _run_checks(make_pair, _STREAM_CHECKS, Stream)
@@ -342,11 +359,69 @@ def _recv_until_eof(stream: Stream, limit: int, what: str) -> bytes:
     _fail(f"{what}: no EOF after {limit + 1} receives")
 
 
-def _expect_timeout(call: Callable[[], object], what: str, *, within: float = PATIENCE) -> None:
+def _expect_timeout(
+    pair: _Pair[Any],
+    call: Callable[[], object],
+    what: str,
+    *,
+    unblock: Callable[[], object],
+    within: float = _WATCHDOG_DELAY,
+) -> None:
+    """Expect ``call`` to raise ``TimeoutError`` in less than ``within`` seconds.
+
+    A stream that ignores its timeout would block the check forever, so a watchdog
+    thread runs ``unblock`` (send the blocked receiver some data, or drain the blocked
+    sender's peer) after :data:`_WATCHDOG_DELAY` seconds: the call then returns and
+    the check fails with a message instead of hanging.
+    """
+    finished = threading.Event()
+
+    def watchdog() -> None:
+        if finished.wait(_WATCHDOG_DELAY):
+            return
+        # Only there to end a hung call; whether it works is not what is checked.
+        with contextlib.suppress(Exception):
+            unblock()
+
+    pair.start(f"watchdog of {what}", watchdog)
     started = time.monotonic()
-    _expect_raises(TimeoutError, call, what)
+    try:
+        _expect_raises(TimeoutError, call, what)
+    except AssertionError as error:
+        elapsed = time.monotonic() - started
+        if elapsed < _WATCHDOG_DELAY:
+            raise
+        raise AssertionError(
+            f"{error} after {elapsed:.1f} s (the call ignored its timeout; the suite unblocked it)"
+        ) from error
+    finally:
+        finished.set()
     elapsed = time.monotonic() - started
     _expect(elapsed < within, f"{what}: the timeout took {elapsed:.2f} s (limit {within} s)")
+
+
+def _expect_recv_timeout(
+    pair: _Pair[Any], receiver: Stream, call: Callable[[], object], what: str
+) -> None:
+    """:func:`_expect_timeout` for a receive on ``receiver``: the watchdog sends."""
+    peer = pair.peer_of(receiver)
+    _expect_timeout(
+        pair, call, what, unblock=lambda: peer.sendall(_UNBLOCKING_DATA, timeout=PATIENCE)
+    )
+
+
+def _expect_send_timeout(
+    pair: _Pair[Any], sender: Stream, call: Callable[[], object], what: str
+) -> None:
+    """:func:`_expect_timeout` for a send on ``sender``: the watchdog drains the peer."""
+    peer = pair.peer_of(sender)
+
+    def drain() -> None:
+        for _ in range(_CLOGGING_SIZE):
+            if not peer.recv(1 << 20, timeout=PATIENCE):
+                return
+
+    _expect_timeout(pair, call, what, unblock=drain)
 
 
 def _expect_eof(stream: Stream, what: str) -> None:
@@ -355,7 +430,7 @@ def _expect_eof(stream: Stream, what: str) -> None:
 
 def _expect_broken_eventually(stream: Stream, what: str) -> None:
     """Send until the stream reports the dead peer; bounded in tries and time."""
-    deadline = time.monotonic() + PATIENCE
+    deadline = time.monotonic() + _WATCHDOG_DELAY
     pause = threading.Event()
     for _ in range(_BROKEN_PEER_TRIES):
         try:
@@ -388,7 +463,9 @@ def _check_simple_exchange(pair: _Pair[Stream]) -> None:
     _expect_equal(b.recv_exactly(3, timeout=PATIENCE), b"234", "sendall(memoryview slice)")
     # An empty send is no message and no EOF: nothing arrives.
     a.sendall(b"", timeout=PATIENCE)
-    _expect_timeout(
+    _expect_recv_timeout(
+        pair,
+        b,
         lambda: b.recv(timeout=SHORT_TIMEOUT),
         "recv after the peer's sendall(b'') (an empty send must not look like EOF)",
     )
@@ -399,7 +476,10 @@ def _check_simple_exchange(pair: _Pair[Stream]) -> None:
 def _check_recv_max_bytes(pair: _Pair[Stream]) -> None:
     a, b = pair.first, pair.second
     data = _payload(4096, seed=1)
-    a.sendall(data, timeout=PATIENCE)
+    # In a thread: the stream need not buffer 4 KiB without a reader.
+    sender = pair.start(
+        f"{pair.labels[0]}.sendall(4 KiB)", lambda: a.sendall(data, timeout=PATIENCE)
+    )
     received = bytearray()
     sizes = (1, 2, 7, 100, 1000, 65536)
     for index in range(len(data)):
@@ -412,6 +492,7 @@ def _check_recv_max_bytes(pair: _Pair[Stream]) -> None:
             f"recv({max_bytes}) returned {len(chunk)} bytes before EOF (must be 1..{max_bytes})",
         )
         received += chunk
+    sender.result()
     _expect_same_bytes(bytes(received), data, "4096 bytes received with recv of varying sizes")
 
 
@@ -474,7 +555,9 @@ def _check_recv_exactly(pair: _Pair[Stream]) -> None:
             f"recv_exactly({len(expected)})",
         )
     big = _payload(200_000, seed=7)
-    sender = pair.start("first.sendall(200 KB)", lambda: _send_in_pieces(a, big, seed=8))
+    sender = pair.start(
+        f"{pair.labels[0]}.sendall(200 KB)", lambda: _send_in_pieces(a, big, seed=8)
+    )
     received = b.recv_exactly(len(big), timeout=PATIENCE)
     sender.result()
     _expect_same_bytes(received, big, "recv_exactly(200000)")
@@ -546,7 +629,9 @@ def _check_recv_line(pair: _Pair[Stream]) -> None:
     # buffered must come out first and in order.
     count = 3000
     lines = b"".join(_line(index) for index in range(count))
-    sender = pair.start("first.sendall(lines)", lambda: _send_in_pieces(a, lines, seed=9))
+    sender = pair.start(
+        f"{pair.labels[0]}.sendall(lines)", lambda: _send_in_pieces(a, lines, seed=9)
+    )
     for index in range(count):
         expected = _line(index)
         what = f"line {index} of {count}"
@@ -617,10 +702,13 @@ def _check_limits(pair: _Pair[Stream]) -> None:
         lambda: b.recv_line(max_bytes=20, timeout=PATIENCE),
         "recv_line(max_bytes=20) of a 30-byte line",
     )
-    first = b.recv(5, timeout=PATIENCE)
+    # LimitExceeded proves more than 20 bytes are buffered, so even timeout=0 must
+    # return some: buffered bytes come first, without waiting.
+    first = b.recv(5, timeout=0)
     _expect(
         1 <= len(first) <= 5 and (b"w" * 30).startswith(first),
-        f"recv after LimitExceeded must return the kept bytes first, got {_short(first)}",
+        f"recv(5, timeout=0) after LimitExceeded must return the kept bytes first, "
+        f"got {_short(first)}",
     )
     _expect_equal(
         first + b.recv_line(timeout=PATIENCE), b"w" * 30, "rest of the line after LimitExceeded"
@@ -630,36 +718,50 @@ def _check_limits(pair: _Pair[Stream]) -> None:
 def _check_receive_timeouts(pair: _Pair[Stream]) -> None:
     a, b = pair.first, pair.second
     started = time.monotonic()
-    _expect_timeout(lambda: b.recv(timeout=SHORT_TIMEOUT), "recv(timeout=0.05) with nothing sent")
+    _expect_recv_timeout(
+        pair, b, lambda: b.recv(timeout=SHORT_TIMEOUT), "recv(timeout=0.05) with nothing sent"
+    )
     elapsed = time.monotonic() - started
     _expect(
         elapsed >= SHORT_TIMEOUT / 2,
         f"recv(timeout={SHORT_TIMEOUT}) gave up after {elapsed:.3f} s",
     )
-    _expect_timeout(lambda: b.recv(timeout=0), "recv(timeout=0) with nothing sent")
-    _expect_timeout(lambda: b.recv_exactly(1, timeout=0), "recv_exactly(1, timeout=0)")
-    _expect_timeout(lambda: b.recv_line(timeout=0), "recv_line(timeout=0)")
+    _expect_recv_timeout(pair, b, lambda: b.recv(timeout=0), "recv(timeout=0), nothing sent")
+    _expect_recv_timeout(
+        pair, b, lambda: b.recv_exactly(1, timeout=0), "recv_exactly(1, timeout=0)"
+    )
+    _expect_recv_timeout(pair, b, lambda: b.recv_line(timeout=0), "recv_line(timeout=0)")
 
     a.sendall(b"hel", timeout=PATIENCE)
-    _expect_timeout(
-        lambda: b.recv_exactly(5, timeout=SHORT_TIMEOUT), "recv_exactly(5) with 3 bytes sent"
+    _expect_recv_timeout(
+        pair,
+        b,
+        lambda: b.recv_exactly(5, timeout=SHORT_TIMEOUT),
+        "recv_exactly(5) with 3 bytes sent",
     )
-    a.sendall(b"lo", timeout=PATIENCE)
+    # More than the rest is sent so a stream that lost the 3 bytes fails at once
+    # instead of waiting for bytes that never come.
+    a.sendall(b"lo world", timeout=PATIENCE)
     _expect_equal(
         b.recv_exactly(5, timeout=PATIENCE),
         b"hello",
         "recv_exactly(5) after a timeout (the 3 bytes received before must be kept)",
     )
+    _expect_equal(b.recv_exactly(6, timeout=PATIENCE), b" world", "recv_exactly(6)")
 
     a.sendall(b"half a ", timeout=PATIENCE)
-    _expect_timeout(lambda: b.recv_line(timeout=SHORT_TIMEOUT), "recv_line with half a line sent")
+    _expect_recv_timeout(
+        pair, b, lambda: b.recv_line(timeout=SHORT_TIMEOUT), "recv_line with half a line sent"
+    )
     a.sendall(b"line\n", timeout=PATIENCE)
     _expect_equal(
         b.recv_line(timeout=PATIENCE), b"half a line", "recv_line after a timeout mid-line"
     )
 
     a.sendall(b"ab\r", timeout=PATIENCE)
-    _expect_timeout(
+    _expect_recv_timeout(
+        pair,
+        b,
         lambda: b.recv_until(b"\r\n", max_bytes=100, timeout=SHORT_TIMEOUT),
         "recv_until(b'\\r\\n') with half the delimiter sent",
     )
@@ -672,17 +774,21 @@ def _check_receive_timeouts(pair: _Pair[Stream]) -> None:
         )
 
     a.sendall(b"pre", timeout=PATIENCE)
-    _expect_timeout(
-        lambda: b.recv_exactly(10, timeout=SHORT_TIMEOUT), "recv_exactly(10) with 3 bytes sent"
+    _expect_recv_timeout(
+        pair,
+        b,
+        lambda: b.recv_exactly(10, timeout=SHORT_TIMEOUT),
+        "recv_exactly(10) with 3 bytes sent",
     )
+    a.sendall(b"fix", timeout=PATIENCE)
     first = b.recv(2, timeout=PATIENCE)
     _expect(
-        1 <= len(first) <= 2 and b"pre".startswith(first),
+        1 <= len(first) <= 2 and b"prefix".startswith(first),
         f"recv(2) after a timed-out recv_exactly must return the kept bytes first, got "
         f"{_short(first)}",
     )
-    rest = b"pre"[len(first) :]
-    _expect_equal(b.recv_exactly(len(rest), timeout=PATIENCE), rest, "the rest of the kept bytes")
+    rest = b"prefix"[len(first) :]
+    _expect_equal(b.recv_exactly(len(rest), timeout=PATIENCE), rest, "the rest after recv(2)")
 
     # The other direction still works after all those timeouts.
     b.sendall(b"still alive", timeout=PATIENCE)
@@ -694,18 +800,21 @@ def _check_default_timeout(pair: _Pair[Stream]) -> None:
     if not hasattr(b, "timeout"):
         return  # the default-timeout attribute is optional
     b.timeout = SHORT_TIMEOUT
-    _expect_timeout(b.recv, f"recv() with the default timeout={SHORT_TIMEOUT}")
-    _expect_timeout(lambda: b.recv_exactly(1), "recv_exactly(1) with the default timeout")
-    _expect_timeout(
-        lambda: b.recv_until(b"\n", max_bytes=10), "recv_until with the default timeout"
+    _expect_recv_timeout(pair, b, b.recv, f"recv() with the default timeout={SHORT_TIMEOUT}")
+    _expect_recv_timeout(
+        pair, b, lambda: b.recv_exactly(1), "recv_exactly(1) with the default timeout"
     )
-    _expect_timeout(b.recv_line, "recv_line() with the default timeout")
+    _expect_recv_timeout(
+        pair, b, lambda: b.recv_until(b"\n", max_bytes=10), "recv_until with the default timeout"
+    )
+    _expect_recv_timeout(pair, b, b.recv_line, "recv_line() with the default timeout")
 
     b.timeout = PATIENCE
-    _expect_timeout(
+    _expect_recv_timeout(
+        pair,
+        b,
         lambda: b.recv(timeout=SHORT_TIMEOUT),
         f"recv(timeout={SHORT_TIMEOUT}) with the default timeout={PATIENCE}",
-        within=PATIENCE / 2,
     )
 
     # math.inf waits forever even with a short default: the data arrives well after
@@ -718,7 +827,7 @@ def _check_default_timeout(pair: _Pair[Stream]) -> None:
         delay.wait(SHORT_TIMEOUT * 4)
         a.sendall(b"late", timeout=PATIENCE)
 
-    sender = pair.start("first.sendall after a delay", send_late)
+    sender = pair.start(f"{pair.labels[0]}.sendall after a delay", send_late)
     _expect_equal(
         b.recv_exactly(4, timeout=math.inf),
         b"late",
@@ -737,13 +846,17 @@ def _check_send_timeout(pair: _Pair[Stream]) -> None:
     # out send the stream's state is unknown, so each direction is tried only once:
     # first with a per-call timeout, then (if there is one) with the default.
     clog = bytes(_CLOGGING_SIZE)
-    _expect_timeout(
+    _expect_send_timeout(
+        pair,
+        a,
         lambda: a.sendall(clog, timeout=SHORT_TIMEOUT),
         f"sendall of {_CLOGGING_SIZE >> 20} MiB nobody reads, timeout={SHORT_TIMEOUT}",
     )
     if hasattr(b, "timeout"):
         b.timeout = SHORT_TIMEOUT
-        _expect_timeout(
+        _expect_send_timeout(
+            pair,
+            b,
             lambda: b.sendall(clog),
             f"sendall of {_CLOGGING_SIZE >> 20} MiB nobody reads, default timeout",
         )
@@ -854,8 +967,11 @@ def _check_send_eof(pair: _Pair[HalfCloseableStream]) -> None:
         "sendall(b'') after send_eof()",
     )
     # Our own send_eof must not end our receiving side.
-    _expect_timeout(
-        lambda: a.recv(timeout=SHORT_TIMEOUT), "recv after our own send_eof(), nothing sent"
+    _expect_recv_timeout(
+        pair,
+        a,
+        lambda: a.recv(timeout=SHORT_TIMEOUT),
+        "recv after our own send_eof(), nothing sent",
     )
     received = _recv_until_eof(b, 7, "recv after the peer's send_eof()")
     _expect_same_bytes(received, b"request", "data sent before send_eof()")

@@ -19,9 +19,13 @@ import errno
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from sockit.addr import AddrInfo, SocketAddress, check_host
 from sockit.errors import ResolutionError
+
+SocketObject: TypeAlias = socket.socket
+"""``socket.socket``, named so a method called ``socket`` does not shadow it."""
 
 __all__ = [
     "Fail",
@@ -98,12 +102,14 @@ class FakeSocket(socket.socket):
         outcome = factory.outcome_for(text)
         self._outcome = outcome
         self._peer = address
-        if isinstance(outcome, Fail) and outcome.after is None:
-            return outcome.errno
         if isinstance(outcome, Hang):
             self._completes_at = None
-        else:
-            self._completes_at = factory.now + outcome.after
+            return errno.EINPROGRESS
+        if isinstance(outcome, Fail) and outcome.after is None:
+            return outcome.errno  # connect_ex itself fails, like ENETUNREACH
+        if outcome.after is None:  # pragma: no cover (only Fail allows None)
+            raise TypeError(f"bad outcome {outcome!r}")
+        self._completes_at = factory.now + outcome.after
         return errno.EINPROGRESS
 
     def connect(self, address: object, /) -> None:
@@ -167,7 +173,7 @@ class FakeSocketFactory:
         """The scripted outcome of a connect to ``address``."""
         return self.script.get(address, self.default)
 
-    def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+    def socket(self, family: int, type: int, proto: int = 0) -> SocketObject:
         """A fresh :class:`FakeSocket` of the real family and type."""
         sock = FakeSocket(family, type, proto)
         sock._init_fake(self)
@@ -175,8 +181,8 @@ class FakeSocketFactory:
         return sock
 
     def wait_writable(
-        self, sockets: list[socket.socket], timeout: float | None
-    ) -> list[socket.socket]:
+        self, sockets: list[SocketObject], timeout: float | None
+    ) -> list[SocketObject]:
         """Advance the virtual clock to the next completion or the timeout."""
         fakes = [sock for sock in sockets if isinstance(sock, FakeSocket)]
         times = [sock._completes_at for sock in fakes if sock._completes_at is not None]
@@ -188,13 +194,14 @@ class FakeSocketFactory:
         if timeout is not None:
             limit = self.now + timeout
             target = limit if target is None else min(target, limit)
-        assert target is not None
+        if target is None:  # pragma: no cover (excluded by the deadlock check above)
+            raise RuntimeError("no event and no timeout")
         self.now = max(self.now, target)
         return [sock for sock in fakes if sock.completed(self.now)]
 
     def wait_readable(
-        self, sockets: list[socket.socket], timeout: float | None
-    ) -> list[socket.socket]:
+        self, sockets: list[SocketObject], timeout: float | None
+    ) -> list[SocketObject]:
         """Fake sockets are never readable: advance the clock by ``timeout``."""
         if timeout is None:
             raise RuntimeError("deadlock: fake sockets never become readable")
@@ -220,7 +227,9 @@ class FakeResolver:
     """
 
     def __init__(self, table: dict[str, list[str]] | None = None) -> None:
-        self.table = {check_host(name): list(addresses) for name, addresses in (table or {}).items()}
+        self.table = {
+            check_host(name): list(addresses) for name, addresses in (table or {}).items()
+        }
         self.calls: list[tuple[str | None, int, int]] = []
 
     def getaddrinfo(
