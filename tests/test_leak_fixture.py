@@ -164,6 +164,35 @@ def test_leaked_child_processes_are_an_error_naming_them(pytester: pytest.Pytest
     )
 
 
+def test_socket_held_only_by_garbage_is_blamed_on_its_own_test(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_inner(
+        pytester,
+        """
+        import socket
+
+        class Holder:
+            pass
+
+        def test_drops_a_socket_in_a_cycle():
+            holder = Holder()
+            holder.itself = holder
+            holder.sock = socket.socket()
+
+        def test_innocent_bystander():
+            pass
+        """,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_drops_a_socket_in_a_cycle*",
+            "*ResourceWarning*unclosed*socket*",
+        ]
+    )
+
+
 def test_leftovers_that_go_away_within_the_grace_period_pass(
     pytester: pytest.Pytester,
 ) -> None:

@@ -127,7 +127,9 @@ class HalfCloseableStream(Stream):
         """Tell the peer no more data is coming (TCP: ``shutdown(SHUT_WR)``, a FIN).
 
         Receiving keeps working until the peer's own EOF. Idempotent: a second call does
-        nothing. After it, ``sendall`` raises :class:`~sockit.ClosedResourceError`.
+        nothing. After it, ``sendall`` raises :class:`~sockit.ClosedResourceError`, and
+        so does ``send_eof`` itself once the stream is closed (closed wins: using a
+        closed stream is always an error).
         """
 
 

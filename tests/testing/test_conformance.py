@@ -26,7 +26,6 @@ from sockit.testing.conformance import (
 from sockit.testing.memory import MemoryStream, memory_stream_pair
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from sockit.abc import Buffer, HalfCloseableStream
@@ -63,23 +62,6 @@ def _ipv6_loopback_available() -> bool:
     return True
 
 
-# A known defect in sockit.sync (reported to the lead, not ours to fix): a socket
-# receive or send whose timeout is 0 (also a multi-read helper whose deadline expired
-# between two reads) leaks BlockingIOError from the non-blocking socket instead of
-# raising TimeoutError. Tolerated here only while it exists, and only that exact
-# violation; test_socket_stream_zero_timeout_is_a_timeout pins it down.
-_ZERO_TIMEOUT_BUG = "timeout=0), nothing sent: expected TimeoutError, got BlockingIOError"
-
-
-def _check_socket_streams(make_pair: Callable[[], StreamPair]) -> None:
-    try:
-        check_half_closeable_stream(make_pair)
-    except AssertionError as error:
-        if _ZERO_TIMEOUT_BUG in str(error):
-            pytest.xfail(f"known sockit.sync defect: {error}")
-        raise
-
-
 def test_memory_streams() -> None:
     check_half_closeable_stream(memory_stream_pair)
 
@@ -94,16 +76,16 @@ def test_memory_streams_as_plain_streams() -> None:
 
 
 def test_socketpair_streams() -> None:
-    _check_socket_streams(_socketpair_streams)
+    check_half_closeable_stream(_socketpair_streams)
 
 
 def test_tcp_ipv4_loopback_streams() -> None:
-    _check_socket_streams(lambda: _tcp_streams("127.0.0.1"))
+    check_half_closeable_stream(lambda: _tcp_streams("127.0.0.1"))
 
 
 @pytest.mark.skipif(not _ipv6_loopback_available(), reason="no IPv6 loopback (::1) here")
 def test_tcp_ipv6_loopback_streams() -> None:
-    _check_socket_streams(lambda: _tcp_streams("::1"))
+    check_half_closeable_stream(lambda: _tcp_streams("::1"))
 
 
 def test_unix_streams(tmp_path: Path) -> None:
@@ -119,23 +101,23 @@ def test_unix_streams(tmp_path: Path) -> None:
                 raise
         return client, server
 
-    _check_socket_streams(make_pair)
+    check_half_closeable_stream(make_pair)
 
 
 def test_socket_stream_zero_timeout_is_a_timeout() -> None:
-    """Timeouts are TimeoutError, nothing else is; timeout=0 is a valid timeout."""
+    """Timeouts are TimeoutError and nothing else is; timeout=0 is a valid timeout.
+
+    Regression: a socket in non-blocking mode (timeout=0) raised BlockingIOError, and
+    so did a message helper whose deadline expired between two reads.
+    """
     first, second = _socketpair_streams()
     with first, second:
-        try:
+        with pytest.raises(TimeoutError):
             first.recv(timeout=0)
-        except BlockingIOError:
-            pytest.xfail("known sockit.sync defect: recv(timeout=0) raises BlockingIOError")
-        except TimeoutError:
-            pass
-        else:
-            pytest.fail("recv(timeout=0) returned without data")
         with pytest.raises(TimeoutError):
             first.recv_exactly(1, timeout=0)
+        with pytest.raises(TimeoutError):
+            first.recv_line(timeout=0)
         with pytest.raises(TimeoutError):
             first.sendall(bytes(32 << 20), timeout=0)
 
@@ -322,15 +304,10 @@ def test_the_suite_rejects_a_stream_that_is_not_half_closeable() -> None:
         check_half_closeable_stream(make_pair)
 
 
-@pytest.fixture
-def no_new_threads() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    leaked = [thread for thread in threading.enumerate() if thread not in before]
-    assert not leaked, f"threads left running: {leaked}"
-
-
-@pytest.mark.usefixtures("no_new_threads")
 def test_a_failing_check_leaves_no_thread_behind() -> None:
+    # The conftest's autouse leak guard fails this test if a thread of the suite
+    # outlives it; the planted defect makes the suite fail half way through a check.
+    before = set(threading.enumerate())
     with pytest.raises(AssertionError):
         check_half_closeable_stream(LosesDataOnTimeout.pair)
+    assert set(threading.enumerate()) <= before

@@ -132,15 +132,12 @@ class FramedStream:
             raise EndOfStream("the peer sent EOF: no more frames")
         deadline = Deadline(resolve_timeout(timeout, self.timeout))
         stream = self._stream
-        first = True
         while True:
+            # One deadline for the whole frame, however many reads it takes; a read
+            # with 0 s left still returns what already arrived (the frame may be
+            # complete), else raises TimeoutError with the decoder keeping its state.
             remaining = deadline.remaining()
-            if remaining is None:
-                remaining = math.inf
-            elif remaining <= 0 and not first:
-                raise TimeoutError("recv_frame timed out with a partial frame buffered")
-            first = False
-            data = stream.recv(_RECEIVE_CHUNK, timeout=remaining)
+            data = stream.recv(_RECEIVE_CHUNK, timeout=math.inf if remaining is None else remaining)
             if not data:
                 self._received_eof = True
                 decoder.close_input()  # raises IncompleteRead mid-frame

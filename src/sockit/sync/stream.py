@@ -162,10 +162,10 @@ class SocketStream(BufferedStream):
 
     def send_eof(self) -> None:
         """See :meth:`sockit.abc.HalfCloseableStream.send_eof` (``shutdown(SHUT_WR)``)."""
-        if self._sent_eof:
-            return
         if self._closed:
             raise ClosedResourceError("send_eof on a closed stream")
+        if self._sent_eof:
+            return
         self._sent_eof = True
         try:
             self._socket.shutdown(socket.SHUT_WR)

@@ -987,9 +987,13 @@ def _check_send_eof(pair: _Pair[HalfCloseableStream]) -> None:
 
 
 def _check_send_eof_after_close(pair: _Pair[HalfCloseableStream]) -> None:
-    a = pair.first
+    a, b = pair.first, pair.second
     a.close()
     _expect_raises(ClosedResourceError, a.send_eof, "send_eof() after close()")
+    # Closed wins over idempotence: EOF already sent, then closed, is still closed.
+    b.send_eof()
+    b.close()
+    _expect_raises(ClosedResourceError, b.send_eof, "send_eof() after send_eof() and close()")
 
 
 def _check_half_close_oracle(pair: _Pair[HalfCloseableStream]) -> None:

@@ -222,14 +222,13 @@ class MemoryStream(BufferedStream):
     def send_eof(self) -> None:
         """See :meth:`sockit.abc.HalfCloseableStream.send_eof`.
 
-        The peer receives everything sent so far, then ``b""``. Idempotent; raises
-        :class:`~sockit.ClosedResourceError` on a closed stream (unless EOF was
-        already sent, like :class:`sockit.SocketStream`).
+        The peer receives everything sent so far, then ``b""``. Idempotent while the
+        stream is open; raises :class:`~sockit.ClosedResourceError` once it is closed.
         """
-        if self._sent_eof:
-            return
         if self._closed:
             raise ClosedResourceError("send_eof on a closed stream")
+        if self._sent_eof:
+            return
         with self._connection.condition:
             self._sent_eof = True
             self._outgoing.writer_done = True
