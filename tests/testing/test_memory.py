@@ -263,7 +263,8 @@ def test_send_eof_on_a_closed_stream(pair: tuple[MemoryStream, MemoryStream]) ->
         first.send_eof()
     second.send_eof()
     second.close()
-    second.send_eof()  # EOF already sent: idempotent even after close, like SocketStream
+    with pytest.raises(ClosedResourceError):  # closed wins over idempotence
+        second.send_eof()
 
 
 def test_default_timeout_applies_to_sendall(pair: tuple[MemoryStream, MemoryStream]) -> None:
