@@ -8,7 +8,8 @@
 
 A forked child writes the same bytes to a loopback TCP connection for every contender;
 rounds are interleaved and the median of each is reported, so machine noise hits all
-contenders alike. Output: a Markdown table on stdout, ratios against the stdlib.
+contenders alike. The reader is pinned to CPU 0 and the sender to CPU 1.
+Output: a Markdown table on stdout, ratios against the stdlib.
 
     python benchmarks/bench_recv.py [--rounds 5] [--lines 300000] [--bulk-mb 256]
 """
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 
 import sockit
+import sockit.sync  # load the lazy names now, outside every timed region
 
 LINE = b"x" * 99 + b"\n"
 
@@ -35,12 +37,19 @@ def _connected_pair() -> tuple[socket.socket, socket.socket]:
     return client, conn
 
 
+def _pin(cpu: int) -> None:
+    """Pin to one CPU (as ../shared/bench does) so sender and reader never share one."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 def _run_with_sender(payload: bytes, repeat: int, reader: Callable[[socket.socket], int]) -> float:
     """Fork a sender that writes ``payload`` ``repeat`` times; time ``reader``."""
     sender, receiver = _connected_pair()
     pid = os.fork()
     if pid == 0:  # child: send and exit without running any Python cleanup
         try:
+            _pin(1)
             receiver.close()
             for _ in range(repeat):
                 sender.sendall(payload)
@@ -110,11 +119,12 @@ def read_bulk_sockit(sock: socket.socket) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="sockit receive path against the stdlib")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--lines", type=int, default=300_000)
     parser.add_argument("--bulk-mb", type=int, default=256)
     args = parser.parse_args()
+    _pin(0)
 
     line_block = LINE * 1000  # 100 kB per sendall
     line_repeat = max(1, args.lines // 1000)

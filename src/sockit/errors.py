@@ -14,7 +14,6 @@ This module must never import anything from sockit, and never touch a socket.
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
 
 __all__ = [
     "AddressError",
@@ -112,16 +111,39 @@ class ResolutionError(SockitError, OSError):
         return str(self.args[1])
 
 
-@dataclass(frozen=True)
 class ConnectAttempt:
-    """One connect attempt of a (Happy Eyeballs) connect, for error reports."""
+    """One failed connect attempt of a (Happy Eyeballs) connect, for error reports.
 
-    address: str
-    """The address tried, formatted as ``host:port`` or ``[v6]:port``."""
-    error: OSError
-    """What the attempt failed with."""
-    elapsed: float
-    """Seconds from the start of the whole connect to the failure of this attempt."""
+    ``address`` is the address tried (``host:port`` or ``[v6]:port``), ``error`` what it
+    failed with, ``elapsed`` the seconds from the start of the whole connect to the
+    failure. (A plain class, not a dataclass: importing ``dataclasses`` costs more than
+    this whole module, and every sockit import pays for ``errors``.)
+    """
+
+    __slots__ = ("address", "elapsed", "error")
+
+    def __init__(self, address: str, error: OSError, elapsed: float) -> None:
+        self.address = address
+        self.error = error
+        self.elapsed = elapsed
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectAttempt(address={self.address!r}, error={self.error!r}, "
+            f"elapsed={self.elapsed!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConnectAttempt):
+            return NotImplemented
+        return (self.address, self.error, self.elapsed) == (
+            other.address,
+            other.error,
+            other.elapsed,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.address, self.elapsed))
 
     def __str__(self) -> str:
         return f"{self.address}: {_describe(self.error)} after {self.elapsed * 1000:.0f} ms"

@@ -460,3 +460,22 @@ def test_send_eof_needs_a_half_closeable_stream(
     framed = FramedStream(RecvSendallOnly(streams[0]), Lines())
     with pytest.raises(TypeError, match="half-close"):
         framed.send_eof()
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=repr)
+def test_works_on_memory_streams(framing: Framing) -> None:
+    # Imported here so a change in the testing package fails only this test.
+    from sockit.testing.memory import memory_stream_pair  # noqa: PLC0415
+
+    left, right = memory_stream_pair(max_buffer=1000)
+    with FramedStream(left, framing) as sender, FramedStream(right, framing) as receiver:
+        frames = [payload(size, seed) for seed, size in enumerate([0, 1, 64 * 1024, 999])]
+
+        def send_all() -> None:
+            for frame in frames:
+                sender.send_frame(frame)
+            sender.send_eof()
+
+        # Each direction holds 1000 bytes: the 64 KiB frame goes through in pieces.
+        with in_thread(send_all, "framed-sender"):
+            assert list(receiver) == frames
