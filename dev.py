@@ -17,7 +17,7 @@ stamp (a hash of the lock file and pyproject.toml) inside ``.venv`` so that a re
 unchanged inputs installs nothing. Exit status is that of the first failing step; 2 means
 the machine cannot run this script (Python too old, no ``venv``/``ensurepip``).
 
-``lock`` needs network access to https://pypi.org: it installs pip-tools into a throw-away
+``lock`` needs network access to PyPI: it installs pip-tools into a throw-away
 virtual environment and re-resolves requirements/dev.in plus the ``[project]`` dependencies
 of pyproject.toml for the running Python, with ``--generate-hashes``.
 
@@ -60,8 +60,8 @@ PYTEST_NO_TESTS_COLLECTED = 5
 
 # The lock must carry the hashes PyPI publishes, so it verifies on every machine; a local
 # index or wheel directory in the user's pip configuration would add hashes of locally
-# built files. `lock` therefore ignores pip configuration and talks to PyPI only.
-PYPI_SIMPLE = "https://pypi.org/simple"
+# built files. `lock` therefore ignores pip configuration (PIP_CONFIG_FILE=/dev/null), so
+# pip uses its built-in default index, PyPI, and nothing else.
 PIP_TOOLS_REQUIREMENT = "pip-tools>=7.4"
 
 ENSUREPIP_MISSING = (
@@ -300,7 +300,6 @@ def lock_environment() -> dict[str, str]:
         if name in os.environ:
             env[name] = os.environ[name]
     env["PIP_CONFIG_FILE"] = os.devnull
-    env["PIP_INDEX_URL"] = PYPI_SIMPLE
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     # pip-compile writes this into the header of the lock file as the way to regenerate it.
     env["CUSTOM_COMPILE_COMMAND"] = "python3 dev.py lock"
@@ -314,7 +313,7 @@ def command_lock(args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="sockit-lock-") as scratch:
         tools = Path(scratch) / "venv"
         create_venv(tools)
-        say(f"dev.py: installing {PIP_TOOLS_REQUIREMENT} from {PYPI_SIMPLE}")
+        say(f"dev.py: installing {PIP_TOOLS_REQUIREMENT} from PyPI")
         python = tools / "bin" / "python"
         status = run([python, "-m", "pip", "install", "--quiet", PIP_TOOLS_REQUIREMENT], env=env)
         if status != 0:
@@ -330,8 +329,6 @@ def command_lock(args: list[str]) -> int:
                 "--strip-extras",
                 "--no-emit-index-url",
                 "--no-emit-find-links",
-                "--index-url",
-                PYPI_SIMPLE,
                 "--output-file",
                 str(LOCK_FILE.relative_to(ROOT)),
                 *args,

@@ -528,3 +528,10 @@ def test_framings_are_immutable_values() -> None:
     framing = LengthPrefixed(2, max_size=10)
     with pytest.raises(AttributeError):
         framing.max_size = 20  # type: ignore[misc]
+
+
+def test_input_closed_property() -> None:
+    decoder = LineDecoder()
+    assert not decoder.input_closed
+    decoder.close_input()
+    assert decoder.input_closed

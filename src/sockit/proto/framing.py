@@ -75,7 +75,9 @@ This is gRPC's default maximum received message size
 (``GRPC_DEFAULT_MAX_RECV_MESSAGE_LENGTH`` in gRPC core), the best-known precedent for a
 length-prefixed protocol exposed to untrusted peers: large enough for ordinary RPC
 payloads, small enough that a hostile 4-byte prefix (up to 4 GiB) cannot make us
-allocate without bound. Kafka's 100 MB-class limits are for trusted brokers.
+allocate without bound. (Kafka's ``socket.request.max.bytes`` of 100 MiB is sized for
+trusted brokers inside one cluster, not for peers on the open network.) Pass a larger
+``max_size`` to both ends when a protocol needs it.
 """
 
 _PREFIX_SIZES: Final = (1, 2, 4, 8)
