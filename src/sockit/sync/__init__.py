@@ -6,6 +6,7 @@ Everything here blocks the calling thread (with optional timeouts). It must neve
 
 from sockit.sync.connect import DEFAULT_HAPPY_EYEBALLS_DELAY, connect, connect_unix
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY, SocketFactory, SystemSocketFactory
+from sockit.sync.framed import FramedStream
 from sockit.sync.listen import DEFAULT_BACKLOG, SocketListener, listen, listen_unix
 from sockit.sync.stream import SocketStream
 from sockit.sync.udp import (
@@ -23,6 +24,7 @@ __all__ = [
     "IPV4_MAX_DATAGRAM",
     "IPV6_MAX_DATAGRAM",
     "SYSTEM_SOCKET_FACTORY",
+    "FramedStream",
     "SocketFactory",
     "SocketListener",
     "SocketStream",
