@@ -37,9 +37,12 @@ def _connected_pair() -> tuple[socket.socket, socket.socket]:
     return client, conn
 
 
+_PIN = True
+
+
 def _pin(cpu: int) -> None:
     """Pin to one CPU (as ../shared/bench does) so sender and reader never share one."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+    if _PIN and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {cpu})
 
 
@@ -123,7 +126,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--lines", type=int, default=300_000)
     parser.add_argument("--bulk-mb", type=int, default=256)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the scheduler place reader and sender"
+    )
     args = parser.parse_args()
+    global _PIN  # noqa: PLW0603 (a command-line switch for the whole run)
+    _PIN = not args.no_pin
     _pin(0)
 
     line_block = LINE * 1000  # 100 kB per sendall
@@ -153,7 +161,8 @@ def main() -> int:
                 else:
                     seconds = _run_with_sender(bulk_block, args.bulk_mb, contenders[name])
                     samples[name].append(args.bulk_mb / 1024 / seconds)
-    print(f"python {sys.version.split()[0]}, {args.rounds} rounds, median of each\n")
+    placement = "unpinned" if args.no_pin else "reader on CPU 0, sender on CPU 1"
+    print(f"python {sys.version.split()[0]}, {args.rounds} rounds, median of each, {placement}\n")
     print("| group | contender | rate | ratio to first |")
     print("|---|---|---|---|")
     for group_name, contenders in groups.items():

@@ -103,17 +103,19 @@ class BufferedStream(HalfCloseableStream):
 
     def _recv_delimited(self, delimiter: bytes, max_bytes: int, timeout: float | None) -> bytes:
         buffer = self._buffer
-        deadline: Deadline | None = None
-        while True:
-            message = buffer.take_until(delimiter, max_bytes)
-            if message is not None:
-                return message
-            if deadline is None:
-                deadline = Deadline(resolve_timeout(timeout, self.timeout))
+        lines = delimiter == b"\n"
+        message = buffer.take_until(delimiter, max_bytes)
+        deadline = Deadline(resolve_timeout(timeout, self.timeout))
+        while message is None:
             chunk = self._receive_some(RECEIVE_CHUNK, deadline.remaining())
             if not chunk:
                 partial = buffer.take_all()
                 if partial:
                     raise IncompleteRead(partial, None)
                 raise EndOfStream(f"EOF while waiting for {delimiter!r}")
-            buffer.feed(chunk)
+            if lines:
+                message = buffer.feed_and_take_line(chunk, max_bytes)
+            else:
+                buffer.feed(chunk)
+                message = buffer.take_until(delimiter, max_bytes)
+        return message
