@@ -10,11 +10,12 @@ needs when it runs.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import TYPE_CHECKING
 
+# typing.TYPE_CHECKING without importing typing (start-up time, see above).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
 __all__ = ["EXIT_NETWORK_ERROR", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -30,30 +31,17 @@ def _version() -> str:
     return __version__
 
 
-class _VersionAction(argparse.Action):
-    """``--version`` that imports only ``sockit._version``."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: object,
-        option_string: str | None = None,
-    ) -> None:
-        sys.stdout.write(f"sockit {_version()}\n")
-        parser.exit(EXIT_OK)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sockit`` command."""
+    import argparse  # noqa: PLC0415 (not needed for the --version fast path)
+
     parser = argparse.ArgumentParser(
         prog="sockit",
         description="The socket model, made correct and pleasant.",
     )
-    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument(
+        "--version", action="version", version=f"sockit {_version()}", help="print the version"
+    )
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = subcommands.add_parser(
         "demo",
@@ -79,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sockit`` command; return its exit code."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments == ["--version"]:
+        # Fast path: scripts call `sockit --version` to probe for the tool; answer
+        # without building the parser (argparse and its imports are most of start-up).
+        sys.stdout.write(f"sockit {_version()}\n")
+        return EXIT_OK
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_usage(sys.stderr)
         sys.stderr.write("sockit: error: a command is required (try 'sockit demo')\n")
