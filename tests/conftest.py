@@ -42,6 +42,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis: no per-example deadline (a 2-core shared machine, or the first lazy import
+# of a module, easily takes longer than the default 200 ms and fails a correct test);
+# in CI the examples are derandomized so a red run can be reproduced exactly.
+settings.register_profile("sockit", deadline=None)
+settings.register_profile("sockit-ci", deadline=None, derandomize=True, database=None)
+settings.load_profile("sockit-ci" if os.environ.get("CI") else "sockit")
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator

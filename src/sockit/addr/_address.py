@@ -22,7 +22,7 @@ def format_host_port(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class SocketAddress:
     """The address of one end of a socket: IPv4, IPv6 or UNIX.
 
@@ -84,6 +84,9 @@ class SocketAddress:
     def is_abstract(self) -> bool:
         """True for a Linux abstract-namespace UNIX address (``@name``)."""
         return self.family == socket.AF_UNIX and (self.path or "").startswith("@")
+
+    def __repr__(self) -> str:
+        return f"SocketAddress({str(self)!r})"
 
     def __str__(self) -> str:
         if self.family == socket.AF_UNIX:
