@@ -1,4 +1,4 @@
-"""The UNIX socket file rules (sockit.sync._unixpath), on real sockets in tmp_path."""
+"""The UNIX socket file rules (sockit.addr.unixpath), on real sockets in tmp_path."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 import pytest
 
 from sockit.errors import AddressError
-from sockit.sync import _unixpath
-from sockit.sync._unixpath import SUN_PATH_MAX, UnixPathOwner, bind_unix
+from sockit.addr import unixpath as _unixpath
+from sockit.addr.unixpath import SUN_PATH_MAX, UnixPathOwner, bind_unix
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

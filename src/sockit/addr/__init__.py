@@ -6,7 +6,9 @@ in worker threads) plus ``getservbyname`` for service names in
 :func:`~sockit.addr.parse_port`.
 
 This package must never import from sockit layers above it (proto/, sync/, aio/, ...)
-and never open a socket.
+and never open a socket, with one documented exception: :mod:`sockit.addr.unixpath`
+(UNIX socket-file rules shared by sync and async) probes and binds the path it is given.
+It is not imported here, so ``import sockit.addr`` stays free of it.
 """
 
 from __future__ import annotations

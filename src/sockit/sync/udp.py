@@ -51,7 +51,7 @@ from sockit.errors import (
     connect_error_from_attempts,
 )
 from sockit.sync._errors import raise_translated, resolve_timeout
-from sockit.sync._unixpath import UnixPathOwner, bind_unix, check_unix_path, unix_sockaddr
+from sockit.addr.unixpath import UnixPathOwner, bind_unix, check_unix_path, unix_sockaddr
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY
 
 if TYPE_CHECKING:
@@ -902,7 +902,7 @@ def open_unix_datagram(
     * ``path``: bind there under the UNIX socket file rules (a stale socket file is
       replaced, a live one or a non-socket refused with ``EADDRINUSE``; ``"@name"`` is
       the Linux abstract namespace; ``mode`` sets the file's permissions atomically),
-      see :func:`sockit.sync._unixpath.bind_unix`. ``close()`` removes the file.
+      see :func:`sockit.addr.unixpath.bind_unix`. ``close()`` removes the file.
     * no ``path``: on Linux the socket is bound to an automatic abstract name (unix(7)
       "autobind"), so peers can reply to it; elsewhere it stays unnamed.
     * ``remote``: connect to that path or ``"@name"``, making it the default peer for

@@ -1,4 +1,8 @@
-"""The UNIX socket file rules, shared by stream and datagram UNIX sockets.
+"""The UNIX socket file rules, shared by stream and datagram UNIX sockets, sync and async.
+
+It lives in ``addr/`` because these rules are the filesystem side of a UNIX endpoint and
+both ``sync/`` and ``aio/`` need them (they may not import each other). It is the one
+module of ``addr/`` that touches sockets, and only to probe and bind a path it is given.
 
 * ``"@name"`` is a Linux abstract-namespace name: nothing is created on disk.
 * An existing file at the path is replaced only if it is a socket *and* a probing
@@ -29,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sockit.addr import UnixEndpoint
+from sockit.addr.endpoint import UnixEndpoint
 from sockit.errors import AddressError
 
 __all__ = ["SUN_PATH_MAX", "UnixPathOwner", "bind_unix", "check_unix_path", "unix_sockaddr"]
