@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from sockit.errors import AddressError
 from sockit.addr import unixpath as _unixpath
 from sockit.addr.unixpath import SUN_PATH_MAX, UnixPathOwner, bind_unix
+from sockit.errors import AddressError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -30,10 +30,10 @@ from sockit.addr import (
     default_resolver,
     parse_port,
 )
+from sockit.addr.unixpath import UnixPathOwner, bind_unix
 from sockit.errors import ClosedResourceError
 from sockit.proto.accept import AcceptAction, classify_accept_error
 from sockit.sync._errors import Deadline, resolve_timeout
-from sockit.addr.unixpath import UnixPathOwner, bind_unix
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY, SocketFactory
 from sockit.sync.stream import SocketStream
 

@@ -41,6 +41,7 @@ from sockit.addr import (
     parse_endpoint,
     parse_port,
 )
+from sockit.addr.unixpath import UnixPathOwner, bind_unix, check_unix_path, unix_sockaddr
 from sockit.errors import (
     AddressError,
     ClosedResourceError,
@@ -51,7 +52,6 @@ from sockit.errors import (
     connect_error_from_attempts,
 )
 from sockit.sync._errors import raise_translated, resolve_timeout
-from sockit.addr.unixpath import UnixPathOwner, bind_unix, check_unix_path, unix_sockaddr
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY
 
 if TYPE_CHECKING:
