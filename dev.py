@@ -21,6 +21,12 @@ the machine cannot run this script (Python too old, no ``venv``/``ensurepip``).
 virtual environment and re-resolves requirements/dev.in plus the ``[project]`` dependencies
 of pyproject.toml for the running Python, with ``--generate-hashes``.
 
+``test`` also needs HAProxy, for the PROXY protocol interop tests: when ``haproxy`` is not
+on PATH and this runs as root on a system with ``apt-get`` (Debian, Ubuntu), it installs
+the ``haproxy`` package (without recommends, ``apt-get update`` only if the first attempt
+fails). A failed attempt is remembered in ``.venv`` and not repeated; elsewhere it prints a
+warning, and those tests skip (or fail, when the environment variable ``CI`` is set).
+
 This script must use the standard library only (it runs before any dependency exists), and
 must never delete a ``.venv`` it did not create in the same run.
 """
@@ -50,6 +56,10 @@ LOCK_FILE = ROOT / "requirements" / "dev.lock"
 LOCK_INPUT = ROOT / "requirements" / "dev.in"
 PYPROJECT = ROOT / "pyproject.toml"
 STAMP = VENV / "sockit-dev.stamp"
+# Written when installing the system package failed, so every later run does not wait for
+# apt again (offline machine, broken mirror); delete it to retry.
+HAPROXY_FAILED_STAMP = VENV / "sockit-haproxy.failed"
+HAPROXY_PACKAGE = "haproxy"
 
 # Bump when the install recipe below changes, so existing environments are re-installed.
 SETUP_RECIPE_VERSION = b"1"
@@ -208,6 +218,56 @@ def setup() -> None:
         partial.replace(STAMP)
 
 
+def apt_get(apt: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``apt-get`` quietly and non-interactively; its output is kept for errors."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    return subprocess.run(
+        [apt, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def ensure_haproxy() -> None:
+    """Install HAProxy (the interop tests' peer) if it is missing and this machine allows.
+
+    Prints one line when it acts or cannot; never fails the command: without HAProxy the
+    interop tests skip (or fail under CI) and say why.
+    """
+    if shutil.which(HAPROXY_PACKAGE) is not None:
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        needs = "apt-get" if apt is None else "root"
+        say(
+            f"dev.py: warning: {HAPROXY_PACKAGE} is not installed and installing it needs "
+            f"{needs}; the HAProxy interop tests will skip (fail under CI)"
+        )
+        return
+    if HAPROXY_FAILED_STAMP.exists():
+        say(
+            f"dev.py: warning: {HAPROXY_PACKAGE} is not installed; installing it failed "
+            f"before (delete {HAPROXY_FAILED_STAMP.relative_to(ROOT)} to retry)"
+        )
+        return
+    say(f"dev.py: installing the {HAPROXY_PACKAGE} package with apt-get (interop tests)")
+    install = ("install", "-y", "-qq", "--no-install-recommends", HAPROXY_PACKAGE)
+    completed = apt_get(apt, *install)
+    if completed.returncode != 0:
+        # Fresh images ship without package lists; refresh them only when needed.
+        updated = apt_get(apt, "update", "-qq")
+        completed = updated if updated.returncode != 0 else apt_get(apt, *install)
+    if completed.returncode != 0 or shutil.which(HAPROXY_PACKAGE) is None:
+        sys.stderr.write(completed.stdout + completed.stderr)
+        HAPROXY_FAILED_STAMP.write_text(
+            f"apt-get exited with status {completed.returncode}\n", encoding="ascii"
+        )
+        say(
+            f"dev.py: warning: installing {HAPROXY_PACKAGE} failed (see above); the HAProxy "
+            f"interop tests will skip (fail under CI)"
+        )
+        return
+    HAPROXY_FAILED_STAMP.unlink(missing_ok=True)
+
+
 def run_steps(steps: Sequence[tuple[str, Sequence[str | os.PathLike[str]]]]) -> int:
     """Run steps in order with a header line each; stop at the first failure."""
     env = tool_environment()
@@ -238,6 +298,8 @@ def command_test(args: list[str]) -> int:
     pytest_args = [arg for arg in args if arg != "--slow"]
     marker = "slow" if slow else "not slow"
     setup()
+    with setup_lock():
+        ensure_haproxy()
     steps = lint_steps()
     steps.append((f'pytest -m "{marker}"', [VENV_BIN / "pytest", "-m", marker, *pytest_args]))
     return run_steps(steps)

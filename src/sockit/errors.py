@@ -30,6 +30,7 @@ __all__ = [
     "IncompleteRead",
     "LimitExceeded",
     "PeerClosedError",
+    "ProxyProtocolError",
     "ResolutionError",
     "SockitError",
 ]
@@ -94,6 +95,17 @@ class ConnectionResetByPeer(BrokenResourceError, ConnectionResetError):
 
 class PeerClosedError(BrokenResourceError, BrokenPipeError):
     """We sent data after the peer closed its receiving side (``EPIPE``)."""
+
+
+class ProxyProtocolError(SockitError, ValueError):
+    """A PROXY protocol header is malformed, or cannot express what was asked.
+
+    Raised by the sans-I/O codec in :mod:`sockit.proto.proxy` as soon as the bytes
+    received cannot be (the start of) a valid version 1 or version 2 header, and when
+    encoding is asked for something the protocol cannot carry. The HAProxy
+    specification says a receiver must then abort the connection: the sender (a proxy
+    that should not be trusted, or a client that speaks no PROXY protocol) is at fault.
+    """
 
 
 class ResolutionError(SockitError, OSError):
