@@ -230,3 +230,19 @@ def test_large_recv_exactly(pair: tuple[sockit.SocketStream, sockit.SocketStream
     sender.start()
     assert server.recv_exactly(len(payload), timeout=20) == payload
     sender.join(10)
+
+
+def test_take_buffered_hands_over_read_ahead_bytes(
+    pair: tuple[sockit.SocketStream, sockit.SocketStream],
+) -> None:
+    client, server = pair
+    assert server.take_buffered() == b""
+    client.sendall(b"header\nbody bytes")
+    client.send_eof()
+    assert server.recv_line(timeout=5) == b"header"
+    # Whatever the line read pulled in beyond the line is handed over, then the socket.
+    rest = server.take_buffered()
+    while chunk := server.recv(timeout=5):
+        rest += chunk
+    assert rest == b"body bytes"
+    assert server.take_buffered() == b""

@@ -51,6 +51,16 @@ class BufferedStream(HalfCloseableStream):
         ``TimeoutError`` if nothing arrived in time.
         """
 
+    def take_buffered(self) -> bytes:
+        """Remove and return every byte already received but not yet read (``b""`` if
+        none), without waiting.
+
+        For handing a connection over to something that reads the socket directly (a
+        child process given the socket as stdin, a relay): bytes a message helper read
+        ahead must go first, or they would be lost.
+        """
+        return self._buffer.take_all()
+
     def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
         """See :meth:`sockit.abc.Stream.recv`."""
         if max_bytes < 1:
