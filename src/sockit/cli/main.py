@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="hello, server",
         help="what the client sends (default: %(default)r)",
     )
+    # Listed here for `sockit --help`; its own parser (sockit.cli.serve) reads the words
+    # after "serve", since a program's arguments after "--" need a hand-made split.
+    subcommands.add_parser(
+        "serve",
+        add_help=False,
+        help="serve echo, discard, chargen, daytime or a program per connection",
+        description="Run 'sockit serve --help' for the options.",
+    )
     return parser
 
 
@@ -73,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # without building the parser (argparse and its imports are most of start-up).
         sys.stdout.write(f"sockit {_version()}\n")
         return EXIT_OK
+    if arguments[:1] == ["serve"]:
+        from sockit.cli.serve import run_serve  # noqa: PLC0415 (lazy: start-up time)
+
+        return run_serve(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command is None:
