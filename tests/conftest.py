@@ -32,6 +32,7 @@ must never reap, kill or close anything itself: it only observes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -39,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 from hypothesis import settings
@@ -52,7 +53,7 @@ settings.register_profile("sockit-ci", deadline=None, derandomize=True, database
 settings.load_profile("sockit-ci" if os.environ.get("CI") else "sockit")
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Callable, Coroutine, Generator, Iterator
 
 pytest_plugins = ["pytester"]
 
@@ -342,3 +343,83 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     leaks = wait_for_leaks_to_clear(before, time.monotonic() + GRACE_SECONDS)
     if leaks:
         pytest.fail(leaks.describe(), pytrace=False)
+
+
+# --- async backends ---------------------------------------------------------------------
+# Every sockit.aio test runs on both backends: asyncio's own loop and uvloop. Tests take the
+# ``run`` fixture and call ``run(coroutine_function, *args)``: it creates a fresh loop of the
+# test's backend (the ``backend`` fixture, parametrized over BACKENDS), runs the coroutine,
+# and closes the loop, so every loop is closed before the leak check looks at fds and
+# threads. It fails the test if the coroutine left tasks running or the loop reported an
+# error through its exception handler. No pytest-asyncio: a plain runner keeps the loop's
+# life visible in each test. (Here rather than in tests/aio/conftest.py: a second
+# conftest module would shadow this one for `import conftest` and confuse mypy.)
+
+BACKENDS = ("asyncio", "uvloop")
+
+_T = TypeVar("_T")
+
+
+class Runner(Protocol):
+    """The type of the ``run`` fixture."""
+
+    def __call__(
+        self, function: Callable[..., Coroutine[Any, Any, _T]], /, *args: object
+    ) -> _T: ...
+
+
+def loop_factory(backend: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A function creating a new loop of ``backend`` ("asyncio" or "uvloop")."""
+    if backend == "asyncio":
+        return asyncio.SelectorEventLoop
+    if backend == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The event loop implementation of this test run."""
+    name: str = request.param
+    loop_factory(name)  # skips the uvloop runs where uvloop is not installed
+    return name
+
+
+def run_on(backend: str, function: Callable[..., Coroutine[Any, Any, _T]], *args: object) -> _T:
+    """Run ``function(*args)`` on a new loop of ``backend``; close the loop; return the
+    result. Fails if tasks were left running or the loop reported an error."""
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> _T:
+        result = await function(*args)
+        current = asyncio.current_task()
+        leftover = [task for task in asyncio.all_tasks() if task is not current]
+        if leftover:
+            for task in leftover:
+                task.cancel()
+            await asyncio.wait(leftover, timeout=5)
+            names = ", ".join(sorted(task.get_name() for task in leftover))
+            pytest.fail(f"the test left tasks running: {names}")
+        return result
+
+    with asyncio.Runner(loop_factory=loop_factory(backend)) as runner:
+        runner.get_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        result = runner.run(main())
+    if reported:
+        messages = "; ".join(
+            f"{context.get('message')}: {context.get('exception')!r}" for context in reported
+        )
+        pytest.fail(f"the event loop reported errors: {messages}")
+    return result
+
+
+@pytest.fixture
+def run(backend: str) -> Runner:
+    """``run(coroutine_function, *args)`` on a fresh loop of this test's backend."""
+
+    def runner(function: Callable[..., Coroutine[Any, Any, _T]], /, *args: object) -> _T:
+        return run_on(backend, function, *args)
+
+    return runner

@@ -1,0 +1,298 @@
+"""connect(): an active open with Happy Eyeballs (RFC 8305), and connect_unix(), awaited.
+
+The async twin of ``sockit/sync/connect.py``, with exactly its algorithm:
+
+1. Resolve the name (the resolver's order is respected: it already applied RFC 6724
+   destination address selection and the system's gai.conf).
+2. Interleave address families (RFC 8305 section 4), starting with the family of the
+   first answer (:func:`sockit.addr.order_addresses`, shared with the sync layer).
+3. Start the first attempt; start the next one ``happy_eyeballs_delay`` seconds later,
+   or at once when the previous attempt fails, whichever comes first.
+4. The first attempt to complete wins; every other attempt is closed.
+5. If all fail, raise one exception that names the host, the port and every attempt
+   (address, error, elapsed time); a refusal anywhere makes it a
+   ``ConnectionRefusedError`` (:func:`sockit.errors.connect_error_from_attempts`).
+
+The attempts are non-blocking sockets whose completion is awaited with
+``loop.add_writer`` on all of them at once (one waiter, no Task per attempt), so the
+state machine is the sync one line for line, and cancelling the caller closes every
+attempt. The 250 ms default delay is RFC 8305 section 5's "Connection Attempt Delay";
+TCP_NODELAY is on for every stream (see sockit/sync/connect.py for why).
+
+Must never block the loop on a name lookup or a connect, and never leave a losing
+socket open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from dataclasses import dataclass
+
+from sockit.addr import (
+    AddrInfo,
+    Resolver,
+    SocketAddress,
+    check_host,
+    order_addresses,
+    parse_port,
+)
+from sockit.addr.unixpath import unix_sockaddr
+from sockit.aio._errors import resolve_timeout
+from sockit.aio._resolve import resolve
+from sockit.aio._wait import wait_writable
+from sockit.aio.stream import AsyncSocketStream
+from sockit.errors import (
+    ConnectAttempt,
+    ConnectError,
+    connect_error_from_attempts,
+)
+
+__all__ = ["DEFAULT_HAPPY_EYEBALLS_DELAY", "connect", "connect_unix"]
+
+DEFAULT_HAPPY_EYEBALLS_DELAY = 0.25
+"""RFC 8305 section 5: "a reasonable default is 250 ms"."""
+
+# A non-blocking connect to a UNIX socket whose accept queue is full fails with EAGAIN
+# and, unlike TCP, is not left in progress: nothing will ever report it writable, and
+# Linux has no event for "the listener accepted, there is room now" (a blocking connect
+# sleeps on the listener's peer_wait queue, which poll does not expose). So it is
+# retried with a bounded exponential backoff, the same schedule the sync layer uses
+# for full UNIX datagram queues.
+_UNIX_RETRY_FIRST = 0.001
+_UNIX_RETRY_MAX = 0.05
+
+
+@dataclass
+class _Attempt:
+    info: AddrInfo
+    sock: socket.socket
+    fd: int
+    started: float
+
+
+async def connect(
+    host: str,
+    port: int | str,
+    *,
+    timeout: float | None = None,
+    happy_eyeballs_delay: float | None = DEFAULT_HAPPY_EYEBALLS_DELAY,
+    family: int | None = None,
+    local_address: tuple[str, int] | str | None = None,
+    resolver: Resolver | None = None,
+) -> AsyncSocketStream:
+    """Open a TCP connection to ``host``:``port`` and return an :class:`AsyncSocketStream`.
+
+    The same contract as :func:`sockit.connect`: ``host`` is checked
+    (:func:`sockit.addr.check_host`) and ``port`` validated
+    (:func:`sockit.addr.parse_port`) before anything is looked up, so bad input raises
+    :class:`~sockit.AddressError` at once. ``timeout`` bounds the whole call
+    (resolution and every attempt) and raises :class:`~sockit.ConnectTimeoutError` (a
+    ``TimeoutError``); it does not become the stream's default timeout.
+    ``happy_eyeballs_delay`` is the time between attempt starts (``None``: one attempt
+    at a time, each to completion). ``family`` restricts to ``socket.AF_INET`` or
+    ``AF_INET6``; ``local_address`` (``"192.0.2.1"`` or ``(host, port)``) binds the
+    client side first and restricts the attempts to its family.
+
+    Raises :class:`~sockit.ResolutionError` if the name does not resolve and
+    :class:`~sockit.ConnectError` (a ``ConnectionRefusedError`` when refused) if no
+    attempt succeeds. ``resolver`` replaces the system resolver; it is called on the
+    loop's thread and must answer at once (see :mod:`sockit.aio._resolve`). Cancelling
+    the call closes every attempt.
+    """
+    ascii_host = check_host(host)
+    port_number = parse_port(port)
+    local = _parse_local_address(local_address)
+    if local is not None:
+        if family is not None and family != local.family:
+            raise ValueError("local_address and family disagree")
+        family = local.family
+    delay = happy_eyeballs_delay
+    if delay is not None and delay < 0:
+        raise ValueError(f"happy_eyeballs_delay must be >= 0 or None, not {delay}")
+    seconds = resolve_timeout(timeout, None)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = None if seconds is None else start + seconds
+
+    infos = await resolve(
+        resolver,
+        ascii_host,
+        port_number,
+        family=family or 0,
+        type=socket.SOCK_STREAM,
+        timeout=seconds,
+        display_host=host,
+    )
+    ordered = order_addresses(infos)
+    if not ordered:
+        raise ConnectError(host, port_number, [], reason="the name has no usable address")
+
+    failures: list[ConnectAttempt] = []
+    pending: list[_Attempt] = []
+    next_index = 0
+    next_start = loop.time()
+    last_error: OSError | None = None
+    try:
+        while True:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise connect_error_from_attempts(
+                    host, port_number, failures, timed_out=True
+                ) from last_error
+            # Start the next attempt when its time has come, or at once when nothing
+            # is in flight (the previous attempt failed).
+            if next_index < len(ordered) and (not pending or now >= next_start):
+                info = ordered[next_index]
+                next_index += 1
+                try:
+                    pending.append(_start_attempt(info, local, now))
+                except OSError as error:
+                    last_error = error
+                    failures.append(ConnectAttempt(str(info.address), error, now - start))
+                    continue
+                next_start = now + delay if delay is not None else float("inf")
+                continue
+            if not pending:
+                raise connect_error_from_attempts(host, port_number, failures) from last_error
+            wait_until = next_start if next_index < len(ordered) else None
+            if deadline is not None:
+                wait_until = deadline if wait_until is None else min(wait_until, deadline)
+            wait = None if wait_until is None else max(0.0, wait_until - now)
+            ready = set(await wait_writable([attempt.fd for attempt in pending], wait))
+            for attempt in [a for a in pending if a.fd in ready]:
+                pending.remove(attempt)
+                code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code == 0:
+                    # Exactly one winner: the first completed attempt in attempt order;
+                    # any other that completed in the same wake-up is closed below.
+                    return await _make_stream(attempt)
+                attempt.sock.close()
+                last_error = OSError(code, os.strerror(code))
+                failed_at = loop.time()
+                failures.append(
+                    ConnectAttempt(str(attempt.info.address), last_error, failed_at - start)
+                )
+                # RFC 8305 section 5: a failure starts the next attempt immediately.
+                next_start = failed_at
+    finally:
+        for attempt in pending:
+            attempt.sock.close()
+
+
+def _start_attempt(info: AddrInfo, local: SocketAddress | None, now: float) -> _Attempt:
+    sock = socket.socket(info.family, socket.SOCK_STREAM, info.proto)
+    try:
+        sock.setblocking(False)
+        if local is not None:
+            sock.bind(local.to_sockaddr())
+        code = sock.connect_ex(info.sockaddr)
+        if code not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            raise OSError(code, os.strerror(code))
+    except BaseException:
+        sock.close()
+        raise
+    return _Attempt(info, sock, sock.fileno(), now)
+
+
+async def _make_stream(attempt: _Attempt) -> AsyncSocketStream:
+    sock = attempt.sock
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    stream = AsyncSocketStream(sock, remote_address=attempt.info.address)
+    try:
+        await stream._attach()
+    except BaseException:
+        stream.abort()
+        raise
+    return stream
+
+
+def _parse_local_address(value: tuple[str, int] | str | None) -> SocketAddress | None:
+    """The ``local_address`` argument as a :class:`SocketAddress` (IP literals only).
+
+    The same rules as the sync layer's (a copy, since aio may not import sync; it is
+    pure and belongs in ``sockit.addr``).
+    """
+    if value is None:
+        return None
+    host, port = (value, 0) if isinstance(value, str) else value
+    port_number = parse_port(port)
+    # A local address must be a literal: binding to "whatever a name resolves to" is
+    # ambiguous and would need a lookup of its own.
+    try:
+        packed = socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        packed = b""
+    if packed:
+        return SocketAddress(socket.AF_INET, host, port_number)
+    literal = check_host(host)
+    scope = 0
+    if "%" in literal:
+        literal, scope_name = literal.split("%", 1)
+        scope = int(scope_name) if scope_name.isdigit() else socket.if_nametoindex(scope_name)
+    try:
+        socket.inet_pton(socket.AF_INET6, literal)
+    except OSError:
+        raise ValueError(f"local_address must be an IP address, not {host!r}") from None
+    return SocketAddress(socket.AF_INET6, literal, port_number, scope)
+
+
+async def connect_unix(path: str, *, timeout: float | None = None) -> AsyncSocketStream:
+    """Connect to the UNIX stream socket at ``path`` (``"@name"`` for the abstract
+    namespace) and return an :class:`AsyncSocketStream`.
+
+    Raises :class:`~sockit.AddressError` for an empty or too long path,
+    ``FileNotFoundError`` if nothing is at the path, ``ConnectionRefusedError`` if a
+    socket file is there but nobody listens (a stale file), ``TimeoutError`` if the
+    listener's accept queue stays full for ``timeout`` seconds (the connect is retried
+    with a short backoff meanwhile, see the module's comments).
+    """
+    sockaddr = unix_sockaddr(path)
+    address = SocketAddress(socket.AF_UNIX, path=path)
+    seconds = resolve_timeout(timeout, None)
+    loop = asyncio.get_running_loop()
+    deadline = None if seconds is None else loop.time() + seconds
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        backoff = _UNIX_RETRY_FIRST
+        while True:
+            code = sock.connect_ex(sockaddr)
+            if code == 0:
+                break
+            if code == errno.EINPROGRESS:
+                # Not what Linux does for UNIX sockets, but POSIX allows it: then the
+                # result is reported like a TCP connect's.
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                if not await wait_writable([sock.fileno()], remaining):
+                    raise TimeoutError(f"connect to {address} timed out")
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code == 0:
+                    break
+            if code != errno.EAGAIN:
+                raise OSError(code, os.strerror(code), path)
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(
+                    f"connect to {address} timed out (the listener's accept queue is full)"
+                )
+            pause = backoff if deadline is None else min(backoff, deadline - now)
+            await asyncio.sleep(pause)
+            backoff = min(backoff * 2, _UNIX_RETRY_MAX)
+    except BaseException:
+        sock.close()
+        raise
+    stream = AsyncSocketStream(sock, remote_address=address)
+    try:
+        await stream._attach()
+    except BaseException:
+        stream.abort()
+        raise
+    return stream
