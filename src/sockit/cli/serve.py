@@ -18,6 +18,7 @@ Parsing and wiring only: sockets, servers and services live in :mod:`sockit.serv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -433,6 +434,15 @@ def _serve(plan: _Plan, log_handler: logging.Handler) -> int:
         server.shutdown(drain_timeout=0)
         sys.stderr.write(f"{_PROG}: {error}\n")
         return EXIT_NETWORK_ERROR
+    # The drain is complete and the process is about to exit 0. serve_forever has put
+    # the default handlers back, under which a late second signal (a supervisor's
+    # "stop" arriving just now) would kill the process and turn a clean stop into a
+    # death by signal; it asks for what is already happening, so ignore it.
+    import signal  # noqa: PLC0415 (lazy: start-up time)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to protect
+            signal.signal(signum, signal.SIG_IGN)
     return EXIT_OK
 
 

@@ -11,9 +11,11 @@ main thread and is process-wide (it would fight with the program's own, and with
 elsewhere in the program would lose its exit status, and ``multiprocessing``'s helpers
 theirs). So the parent only ever waits for pids it forked, in a reaper thread:
 
-* each child writes its pid to a pipe just before it exits; the reaper reads it,
-  waits for exactly that pid (``waitid(WNOWAIT)`` outside the lock, then ``waitpid``
-  under it), so a normal exit is reaped within microseconds, without polling;
+* each child writes its pid to a pipe just before it exits; the reaper reads it and
+  reaps that pid with ``waitpid(pid, WNOHANG)``; a child that announced its exit but
+  is still tearing down is checked again every :data:`EXITING_POLL` seconds (never
+  waited for one by one: a child slow to exit must not keep the dead ones behind it
+  zombies), so a normal exit is reaped within milliseconds;
 * a child killed before it could write (``SIGKILL``, a crash) is found by a sweep of
   ``waitpid(pid, WNOHANG)`` over the live children every :data:`SWEEP_INTERVAL`
   seconds, so no zombie outlives it by more than that.
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
     from sockit.serve.server import ServeContext
 
 __all__ = [
+    "EXITING_POLL",
     "EXIT_ABORTED",
     "EXIT_HANDLER_FAILED",
     "EXIT_OK",
@@ -93,6 +96,8 @@ __all__ = [
 ]
 
 SWEEP_INTERVAL = 0.5
+EXITING_POLL = 0.005
+"""How often a child that announced its exit is checked again until it is gone."""
 """How often the reaper looks for children that died without telling (killed)."""
 FORK_ABORT_GRACE = 1.0
 """Seconds between the ``SIGTERM`` that aborts a child's connection and ``SIGKILL``."""
@@ -286,6 +291,11 @@ class ForkMode(SyncAcceptRunner):
         poller = select.poll()
         poller.register(self._notify_read, select.POLLIN)
         pending = bytearray()
+        # Children that said they are exiting but were still running when last checked.
+        # They are re-checked every EXITING_POLL rather than waited for one by one: a
+        # child slow to exit (a loaded machine, a large process tearing down) must not
+        # hold up the reaping of the ones already dead behind it.
+        exiting: set[int] = set()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         while True:
             with self._lock:
@@ -295,6 +305,8 @@ class ForkMode(SyncAcceptRunner):
             timeout: float | None = None
             if live:
                 timeout = max(0.0, next_sweep - time.monotonic())
+                if exiting:
+                    timeout = min(timeout, EXITING_POLL)
             events = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
             if events:
                 try:
@@ -302,11 +314,12 @@ class ForkMode(SyncAcceptRunner):
                 except BlockingIOError:
                     pass
                 whole = len(pending) - len(pending) % _PID.size
-                pids = [pid for (pid,) in _PID.iter_unpack(pending[:whole])]
+                exiting.update(pid for (pid,) in _PID.iter_unpack(pending[:whole]) if pid > 0)
                 del pending[:whole]
-                for pid in pids:
-                    if pid > 0:
-                        self._collect(pid, wait=True)
+            for pid in list(exiting):
+                if not self._collect(pid):
+                    continue
+                exiting.discard(pid)
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep()
@@ -316,27 +329,24 @@ class ForkMode(SyncAcceptRunner):
         with self._lock:
             pids = list(self._children)
         for pid in pids:
-            self._collect(pid, wait=False)
+            self._collect(pid)
 
-    def _collect(self, pid: int, *, wait: bool) -> None:
-        """Reap ``pid`` if it is our child and has exited (``wait``: it said it is about
-        to exit, so wait for that without holding the lock)."""
-        if wait:
-            # ChildProcessError: not our child (a grandchild the handler forked wrote
-            # its own pid) or already reaped by the sweep.
-            with contextlib.suppress(ChildProcessError):
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    def _collect(self, pid: int) -> bool:
+        """Reap ``pid`` if it is our child and has exited. Returns False only for a
+        child of ours that is still running (so the caller checks it again)."""
         with self._changed:
             started = self._children.get(pid)
             if started is None:
-                return
+                # Not ours (a grandchild the handler forked wrote its own pid) or
+                # already reaped by the sweep.
+                return True
             try:
                 reaped, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 # Someone else's waitpid(-1) took it; it is gone either way.
                 reaped, status = pid, 0
             if reaped == 0:
-                return
+                return False
             del self._children[pid]
             self._closes += 1
             self._changed.notify_all()
@@ -354,6 +364,7 @@ class ForkMode(SyncAcceptRunner):
             )
         if self._waiting_for_close:
             self._waker.poke()
+        return True
 
     # --- the child's side -------------------------------------------------------------
 
