@@ -7,6 +7,8 @@ Rules this module is the single home of:
   ``except ConnectionRefusedError`` keep working around sockit code.
 * Timeouts are :class:`TimeoutError`, and nothing that is not a timeout is one.
 * The original ``OSError``/``gaierror`` is chained as ``__cause__``.
+* Which errno means "closed by you" and which "broken by the peer or the network":
+  :func:`translate_os_error`, the one translation both the sync and the async layer use.
 
 This module must never import anything from sockit, and never touch a socket.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "ProxyProtocolError",
     "ResolutionError",
     "SockitError",
+    "translate_os_error",
 ]
 
 
@@ -243,6 +246,71 @@ def _timeout_reason(attempts: list[ConnectAttempt]) -> str:
     if not attempts:
         return "timed out"
     return "timed out; " + "; ".join(str(attempt) for attempt in attempts)
+
+
+# --- translating the operating system's errors ----------------------------------------
+
+# errnos that mean the connection is dead through no fault of the caller.
+_BROKEN_ERRNOS = frozenset(
+    {
+        _errno.ECONNRESET,
+        _errno.EPIPE,
+        _errno.ECONNABORTED,
+        _errno.ENOTCONN,
+        _errno.ETIMEDOUT,
+        _errno.EHOSTUNREACH,
+        _errno.ENETUNREACH,
+        _errno.ENETDOWN,
+        _errno.EHOSTDOWN,
+        _errno.ESHUTDOWN,
+    }
+)
+# errnos that mean "this fd is gone": after our own close() that is our fault.
+_CLOSED_ERRNOS = frozenset({_errno.EBADF, _errno.ENOTSOCK})
+
+
+def translate_os_error(error: BaseException, *, closed: bool, operation: str) -> BaseException:
+    """The exception that says who is at fault for ``error``, seen by ``operation``.
+
+    The one translation of both twins (sync and aio each raise the result ``from
+    error``; like trio's ``_translate_socket_errors_to_stream_errors``):
+
+    * a timeout (``TimeoutError`` without errno, or ``BlockingIOError``: "nothing yet"
+      on a socket in non-blocking mode, a deadline of zero that expired) ->
+      ``TimeoutError`` naming the operation;
+    * ``closed`` (this program closed the socket), ``EBADF`` or ``ENOTSOCK`` ->
+      :class:`ClosedResourceError`;
+    * a reset (``ECONNRESET``) -> :class:`ConnectionResetByPeer`, a broken pipe
+      (``EPIPE``) -> :class:`PeerClosedError`, other errnos of a dead connection
+      (``ECONNABORTED``, ``ENOTCONN``, ``ETIMEDOUT``, unreachable, down, ``ESHUTDOWN``)
+      -> :class:`BrokenResourceError` with that errno;
+    * anything that is not an ``OSError`` (an event loop's transport may report
+      anything) -> :class:`BrokenResourceError`;
+    * any other ``OSError`` -> ``error`` itself, unchanged.
+
+    Returns the exception; never raises it.
+    """
+    if isinstance(error, TimeoutError) and error.errno is None:
+        return TimeoutError(f"{operation} timed out")
+    if isinstance(error, BlockingIOError):
+        return TimeoutError(f"{operation} timed out (timeout=0)")
+    if closed:
+        return ClosedResourceError(f"{operation} on a closed socket")
+    if not isinstance(error, OSError):
+        return BrokenResourceError(None, f"{operation} failed: {error!r}")
+    code = error.errno
+    if code in _CLOSED_ERRNOS:
+        return ClosedResourceError(f"{operation} on a closed socket")
+    # An errno-less reset or broken pipe comes from a transport that made one up.
+    if code == _errno.ECONNRESET or (code is None and isinstance(error, ConnectionResetError)):
+        return ConnectionResetByPeer(
+            _errno.ECONNRESET, f"{operation} failed: connection reset by peer"
+        )
+    if code == _errno.EPIPE or (code is None and isinstance(error, BrokenPipeError)):
+        return PeerClosedError(_errno.EPIPE, f"{operation} failed: the peer closed the connection")
+    if code in _BROKEN_ERRNOS:
+        return BrokenResourceError(code, f"{operation} failed: {error.strerror or error}")
+    return error
 
 
 # --- stream ended where a message was required ----------------------------------------

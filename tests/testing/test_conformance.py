@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sockit.errors import ClosedResourceError
+from sockit.proto.timeouts import resolve_timeout
 from sockit.sync import SocketStream, connect, connect_unix, listen, listen_unix
 from sockit.sync._buffered import BufferedStream
-from sockit.sync._errors import resolve_timeout
 from sockit.testing.conformance import (
     MIN_BUFFER,
     check_half_closeable_stream,

@@ -21,7 +21,7 @@ from sockit.addr.hosts import check_host
 from sockit.addr.ports import parse_port
 from sockit.errors import AddressError
 
-__all__ = ["InetEndpoint", "UnixEndpoint", "parse_endpoint"]
+__all__ = ["InetEndpoint", "UnixEndpoint", "parse_endpoint", "parse_local_address"]
 
 _UNIX_PREFIX = "unix:"
 
@@ -128,6 +128,47 @@ def parse_endpoint(text: str, *, default_port: int | None = None) -> InetEndpoin
         return _parse(text, default_port)
     except AddressError as exc:
         raise AddressError(f"invalid endpoint {text!r}: {exc}") from exc
+
+
+def parse_local_address(
+    value: tuple[str, int] | str | None, *, family: int | None = None
+) -> SocketAddress | None:
+    """The ``local_address`` of a connect (what the client side binds to first) as a
+    :class:`SocketAddress`, or ``None`` for none.
+
+    ``value`` is an IP literal (``"192.0.2.1"``, ``"fe80::1%eth0"``) or a
+    ``(literal, port)`` pair; the port defaults to 0 (any). A name is refused: binding
+    to "whatever a name resolves to" is ambiguous and would need a lookup of its own.
+    ``family`` is the connect's ``family`` argument, which must then agree.
+
+    Raises :class:`~sockit.errors.AddressError` for a malformed host or port (as
+    :func:`~sockit.addr.check_host` and :func:`~sockit.addr.parse_port` do),
+    ``ValueError`` for a name or a family that disagrees.
+    """
+    if value is None:
+        return None
+    host, port = (value, 0) if isinstance(value, str) else value
+    port_number = parse_port(port)
+    try:
+        packed = socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        packed = b""
+    if packed:
+        local = SocketAddress(socket.AF_INET, host, port_number)
+    else:
+        literal = check_host(host)
+        scope = 0
+        if "%" in literal:
+            literal, scope_name = literal.split("%", 1)
+            scope = int(scope_name) if scope_name.isdigit() else socket.if_nametoindex(scope_name)
+        try:
+            socket.inet_pton(socket.AF_INET6, literal)
+        except OSError:
+            raise ValueError(f"local_address must be an IP address, not {host!r}") from None
+        local = SocketAddress(socket.AF_INET6, literal, port_number, scope)
+    if family is not None and family != local.family:
+        raise ValueError("local_address and family disagree")
+    return local
 
 
 def _parse(text: str, default_port: int | None) -> InetEndpoint | UnixEndpoint:

@@ -20,9 +20,9 @@ import abc
 import asyncio
 
 from sockit.abc import AsyncHalfCloseableStream
-from sockit.aio._errors import resolve_timeout
 from sockit.errors import ClosedResourceError, EndOfStream, IncompleteRead
 from sockit.proto.buffer import ReceiveBuffer
+from sockit.proto.timeouts import resolve_timeout
 
 __all__ = ["RECEIVE_CHUNK", "AsyncBufferedStream"]
 
@@ -60,6 +60,34 @@ class AsyncBufferedStream(AsyncHalfCloseableStream):
         ``TimeoutError`` if nothing arrived in time (at once if the deadline passed and
         nothing is there), :class:`~sockit.ClosedResourceError` once closed.
         """
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes already received that no receive call has returned yet (what a message
+        helper read ahead, or :meth:`unread` put back)."""
+        return len(self._buffer)
+
+    def take_buffered(self) -> bytes:
+        """Remove and return every byte already received but not yet read (``b""`` if
+        none), without waiting.
+
+        For handing a connection over to something that reads the socket directly:
+        bytes read ahead must go first, or they would be lost.
+        """
+        return self._buffer.take_all()
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back at the front of the stream: the next receive calls return
+        it before anything else, in order, without waiting.
+
+        For a caller that read more than it consumed, e.g. a PROXY protocol header and
+        the first bytes of the payload behind it. The bytes count as buffered (see
+        :attr:`buffered_bytes`); no limit applies to them, so put back only what was
+        read. Raises :class:`~sockit.ClosedResourceError` on a closed stream.
+        """
+        if self._closed:
+            raise ClosedResourceError("unread on a closed stream")
+        self._buffer.unread(data)
 
     def _deadline(self, timeout: float | None) -> float | None:
         seconds = resolve_timeout(timeout, self.timeout)

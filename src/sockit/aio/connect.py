@@ -13,11 +13,13 @@ The async twin of ``sockit/sync/connect.py``, with exactly its algorithm:
    (address, error, elapsed time); a refusal anywhere makes it a
    ``ConnectionRefusedError`` (:func:`sockit.errors.connect_error_from_attempts`).
 
-The attempts are non-blocking sockets whose completion is awaited with
-``loop.add_writer`` on all of them at once (one waiter, no Task per attempt), so the
-state machine is the sync one line for line, and cancelling the caller closes every
-attempt. The 250 ms default delay is RFC 8305 section 5's "Connection Attempt Delay";
-TCP_NODELAY is on for every stream (see sockit/sync/connect.py for why).
+Steps 3 to 5 are the schedule of :class:`sockit.proto.happy_eyeballs.HappyEyeballs`,
+the one the sync layer drives, and the attempts are started by
+:func:`sockit.addr.binding.start_connect`, as there. They are non-blocking sockets
+whose completion is awaited with ``loop.add_writer`` on all of them at once (one
+waiter, no Task per attempt), and cancelling the caller closes every attempt. The
+250 ms default delay is RFC 8305 section 5's "Connection Attempt Delay"; TCP_NODELAY is
+on for every stream (see :func:`sockit.addr.binding.set_nodelay` for why).
 
 Must never block the loop on a name lookup or a connect, and never leave a losing
 socket open.
@@ -37,23 +39,25 @@ from sockit.addr import (
     SocketAddress,
     check_host,
     order_addresses,
+    parse_local_address,
     parse_port,
 )
+from sockit.addr.binding import set_nodelay, start_connect
 from sockit.addr.unixpath import unix_sockaddr
-from sockit.aio._errors import resolve_timeout
 from sockit.aio._resolve import resolve
 from sockit.aio._wait import wait_writable
-from sockit.aio.stream import AsyncSocketStream
-from sockit.errors import (
-    ConnectAttempt,
-    ConnectError,
-    connect_error_from_attempts,
+from sockit.aio.stream import AsyncSocketStream, attach_stream
+from sockit.errors import ConnectError, connect_error_from_attempts
+from sockit.proto.happy_eyeballs import (
+    DEFAULT_HAPPY_EYEBALLS_DELAY,
+    GiveUp,
+    HappyEyeballs,
+    StartAttempt,
+    check_happy_eyeballs_delay,
 )
+from sockit.proto.timeouts import resolve_timeout
 
 __all__ = ["DEFAULT_HAPPY_EYEBALLS_DELAY", "connect", "connect_unix"]
-
-DEFAULT_HAPPY_EYEBALLS_DELAY = 0.25
-"""RFC 8305 section 5: "a reasonable default is 250 ms"."""
 
 # A non-blocking connect to a UNIX socket whose accept queue is full fails with EAGAIN
 # and, unlike TCP, is not left in progress: nothing will ever report it writable, and
@@ -67,10 +71,10 @@ _UNIX_RETRY_MAX = 0.05
 
 @dataclass
 class _Attempt:
+    index: int
     info: AddrInfo
     sock: socket.socket
     fd: int
-    started: float
 
 
 async def connect(
@@ -104,18 +108,13 @@ async def connect(
     """
     ascii_host = check_host(host)
     port_number = parse_port(port)
-    local = _parse_local_address(local_address)
+    local = parse_local_address(local_address, family=family)
     if local is not None:
-        if family is not None and family != local.family:
-            raise ValueError("local_address and family disagree")
         family = local.family
-    delay = happy_eyeballs_delay
-    if delay is not None and delay < 0:
-        raise ValueError(f"happy_eyeballs_delay must be >= 0 or None, not {delay}")
+    delay = check_happy_eyeballs_delay(happy_eyeballs_delay)
     seconds = resolve_timeout(timeout, None)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    deadline = None if seconds is None else start + seconds
 
     infos = await resolve(
         resolver,
@@ -129,119 +128,52 @@ async def connect(
     ordered = order_addresses(infos)
     if not ordered:
         raise ConnectError(host, port_number, [], reason="the name has no usable address")
-
-    failures: list[ConnectAttempt] = []
+    schedule = HappyEyeballs(
+        [str(info.address) for info in ordered], delay=delay, start=start, timeout=seconds
+    )
     pending: list[_Attempt] = []
-    next_index = 0
-    next_start = loop.time()
-    last_error: OSError | None = None
     try:
         while True:
             now = loop.time()
-            if deadline is not None and now >= deadline:
-                raise connect_error_from_attempts(
-                    host, port_number, failures, timed_out=True
-                ) from last_error
-            # Start the next attempt when its time has come, or at once when nothing
-            # is in flight (the previous attempt failed).
-            if next_index < len(ordered) and (not pending or now >= next_start):
-                info = ordered[next_index]
-                next_index += 1
+            step = schedule.next_step(now)
+            if isinstance(step, StartAttempt):
+                info = ordered[step.index]
                 try:
-                    pending.append(_start_attempt(info, local, now))
+                    sock = start_connect(socket.socket, info, local)
                 except OSError as error:
-                    last_error = error
-                    failures.append(ConnectAttempt(str(info.address), error, now - start))
+                    schedule.attempt_failed(step.index, error, now)
                     continue
-                next_start = now + delay if delay is not None else float("inf")
+                pending.append(_Attempt(step.index, info, sock, sock.fileno()))
+                schedule.attempt_started(step.index, now)
                 continue
-            if not pending:
-                raise connect_error_from_attempts(host, port_number, failures) from last_error
-            wait_until = next_start if next_index < len(ordered) else None
-            if deadline is not None:
-                wait_until = deadline if wait_until is None else min(wait_until, deadline)
-            wait = None if wait_until is None else max(0.0, wait_until - now)
-            ready = set(await wait_writable([attempt.fd for attempt in pending], wait))
+            if isinstance(step, GiveUp):
+                raise connect_error_from_attempts(
+                    host, port_number, schedule.failures, timed_out=step.timed_out
+                ) from schedule.last_error
+            ready = set(await wait_writable([attempt.fd for attempt in pending], step.timeout))
             for attempt in [a for a in pending if a.fd in ready]:
-                pending.remove(attempt)
                 code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                pending.remove(attempt)
                 if code == 0:
                     # Exactly one winner: the first completed attempt in attempt order;
                     # any other that completed in the same wake-up is closed below.
                     return await _make_stream(attempt)
                 attempt.sock.close()
-                last_error = OSError(code, os.strerror(code))
-                failed_at = loop.time()
-                failures.append(
-                    ConnectAttempt(str(attempt.info.address), last_error, failed_at - start)
-                )
-                # RFC 8305 section 5: a failure starts the next attempt immediately.
-                next_start = failed_at
+                failure = OSError(code, os.strerror(code))
+                schedule.attempt_failed(attempt.index, failure, loop.time())
     finally:
         for attempt in pending:
             attempt.sock.close()
 
 
-def _start_attempt(info: AddrInfo, local: SocketAddress | None, now: float) -> _Attempt:
-    sock = socket.socket(info.family, socket.SOCK_STREAM, info.proto)
-    try:
-        sock.setblocking(False)
-        if local is not None:
-            sock.bind(local.to_sockaddr())
-        code = sock.connect_ex(info.sockaddr)
-        if code not in (0, errno.EINPROGRESS, errno.EAGAIN):
-            raise OSError(code, os.strerror(code))
-    except BaseException:
-        sock.close()
-        raise
-    return _Attempt(info, sock, sock.fileno(), now)
-
-
 async def _make_stream(attempt: _Attempt) -> AsyncSocketStream:
     sock = attempt.sock
     try:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(sock)
     except BaseException:
         sock.close()
         raise
-    stream = AsyncSocketStream(sock, remote_address=attempt.info.address)
-    try:
-        await stream._attach()
-    except BaseException:
-        stream.abort()
-        raise
-    return stream
-
-
-def _parse_local_address(value: tuple[str, int] | str | None) -> SocketAddress | None:
-    """The ``local_address`` argument as a :class:`SocketAddress` (IP literals only).
-
-    The same rules as the sync layer's (a copy, since aio may not import sync; it is
-    pure and belongs in ``sockit.addr``).
-    """
-    if value is None:
-        return None
-    host, port = (value, 0) if isinstance(value, str) else value
-    port_number = parse_port(port)
-    # A local address must be a literal: binding to "whatever a name resolves to" is
-    # ambiguous and would need a lookup of its own.
-    try:
-        packed = socket.inet_pton(socket.AF_INET, host)
-    except OSError:
-        packed = b""
-    if packed:
-        return SocketAddress(socket.AF_INET, host, port_number)
-    literal = check_host(host)
-    scope = 0
-    if "%" in literal:
-        literal, scope_name = literal.split("%", 1)
-        scope = int(scope_name) if scope_name.isdigit() else socket.if_nametoindex(scope_name)
-    try:
-        socket.inet_pton(socket.AF_INET6, literal)
-    except OSError:
-        raise ValueError(f"local_address must be an IP address, not {host!r}") from None
-    return SocketAddress(socket.AF_INET6, literal, port_number, scope)
+    return await attach_stream(sock, remote_address=attempt.info.address)
 
 
 async def connect_unix(path: str, *, timeout: float | None = None) -> AsyncSocketStream:
@@ -289,10 +221,4 @@ async def connect_unix(path: str, *, timeout: float | None = None) -> AsyncSocke
     except BaseException:
         sock.close()
         raise
-    stream = AsyncSocketStream(sock, remote_address=address)
-    try:
-        await stream._attach()
-    except BaseException:
-        stream.abort()
-        raise
-    return stream
+    return await attach_stream(sock, remote_address=address)

@@ -1,14 +1,13 @@
 """listen() and listen_unix(), awaited: a passive open that reports what it really bound.
 
-The async twin of ``sockit/sync/listen.py``, with the same decisions (reasons in
-docs/design.md and that module):
+The async twin of ``sockit/sync/listen.py``, with the same sockets, made by the same
+code (reasons in docs/design.md and there):
 
-* No host means IPv4 *and* IPv6, on the same port, also for port 0: two sockets, the
-  IPv6 one with ``IPV6_V6ONLY``, so an IPv4 peer is reported as IPv4. If the kernel has
-  no IPv6, IPv4 alone is used.
-* The default backlog is the system maximum (65535, clamped by the kernel to
-  ``net.core.somaxconn``), not the textbook 5.
-* ``SO_REUSEADDR`` is set; ``SO_REUSEPORT`` only when asked.
+* :mod:`sockit.addr.binding`: no host means IPv4 *and* IPv6, on the same port, also for
+  port 0 (two sockets, the IPv6 one with ``IPV6_V6ONLY``, so an IPv4 peer is reported
+  as IPv4; IPv4 alone if the kernel has no IPv6); the default backlog is the system
+  maximum (65535, clamped by the kernel to ``net.core.somaxconn``), not the textbook
+  5; ``SO_REUSEADDR`` is set, ``SO_REUSEPORT`` only when asked.
 * UNIX socket files follow :mod:`sockit.addr.unixpath` (stale files replaced only when
   provably stale, ``mode=`` applied atomically, our file removed on close).
 
@@ -29,31 +28,30 @@ accept queue is full, bounded to 1 s).
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 from typing import TYPE_CHECKING
 
 from sockit.abc import AsyncListener
-from sockit.addr import AddrInfo, SocketAddress, check_host, parse_port
+from sockit.addr import SocketAddress, check_host, parse_port
+from sockit.addr.binding import (
+    DEFAULT_BACKLOG,
+    bind_listening_sockets,
+    set_nodelay,
+    unique_infos,
+    wildcard_infos,
+)
 from sockit.addr.unixpath import UnixPathOwner, bind_unix
-from sockit.aio._errors import resolve_timeout
 from sockit.aio._resolve import resolve
 from sockit.aio._wait import FdWatch
-from sockit.aio.stream import AsyncSocketStream
+from sockit.aio.stream import AsyncSocketStream, attach_stream
 from sockit.errors import ClosedResourceError
 from sockit.proto.accept import AcceptAction, classify_accept_error
+from sockit.proto.timeouts import resolve_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["DEFAULT_BACKLOG", "AsyncSocketListener", "listen", "listen_unix"]
-
-DEFAULT_BACKLOG = 65535
-"""Ask for the most; the kernel clamps to net.core.somaxconn (as the sync layer does)."""
-
-# How many times listen(port=0) with several addresses retries when the port the first
-# socket got is taken on another address (each try is a new random ephemeral port).
-_PORT_ZERO_TRIES = 20
 
 
 class AsyncSocketListener(AsyncListener):
@@ -187,21 +185,12 @@ class AsyncSocketListener(AsyncListener):
 
 async def _stream_from_accept(conn: socket.socket, sockaddr: object) -> AsyncSocketStream:
     try:
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            # Not inherited from the listener on every kernel version: set it on each
-            # connection (see sockit/sync/connect.py for why it is on).
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(conn)
         remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
     except BaseException:
         conn.close()
         raise
-    stream = AsyncSocketStream(conn, remote_address=remote)
-    try:
-        await stream._attach()
-    except BaseException:
-        stream.abort()
-        raise
-    return stream
+    return await attach_stream(conn, remote_address=remote)
 
 
 async def listen(
@@ -223,12 +212,10 @@ async def listen(
     fails; nothing stays open.
     """
     port_number = parse_port(port)
-    if backlog is None:
-        backlog = DEFAULT_BACKLOG
     if host is None:
-        infos = _wildcard_infos(port_number)
+        infos = wildcard_infos(port_number)
     else:
-        infos = _unique(
+        infos = unique_infos(
             await resolve(
                 None,
                 check_host(host),
@@ -238,16 +225,14 @@ async def listen(
                 display_host=host,
             )
         )
-    tries = _PORT_ZERO_TRIES if port_number == 0 and len(infos) > 1 else 1
-    for attempt in range(tries):
-        try:
-            sockets = _bind_all(infos, port_number, backlog, reuse_port=reuse_port)
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE and attempt + 1 < tries:
-                continue
-            raise
-        return AsyncSocketListener(sockets)
-    raise AssertionError("unreachable")  # pragma: no cover
+    sockets = bind_listening_sockets(
+        socket.socket,
+        infos,
+        port_number,
+        backlog=DEFAULT_BACKLOG if backlog is None else backlog,
+        reuse_port=reuse_port,
+    )
+    return AsyncSocketListener(sockets)
 
 
 async def listen_unix(
@@ -272,74 +257,3 @@ async def listen_unix(
             owner.remove()  # before close: the bound socket pins the file's inode
         sock.close()
         raise
-
-
-# --- binding (copies of sockit/sync/listen.py's helpers: see the report to move them) --
-
-
-def _wildcard_infos(port: int) -> list[AddrInfo]:
-    return [
-        AddrInfo(socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::", port, 0, 0)),
-        AddrInfo(socket.AF_INET, socket.SOCK_STREAM, 0, "", ("0.0.0.0", port)),
-    ]
-
-
-def _unique(infos: list[AddrInfo]) -> list[AddrInfo]:
-    seen: set[tuple[int, object]] = set()
-    result = []
-    for info in infos:
-        key = (info.family, info.sockaddr)
-        if key not in seen:
-            seen.add(key)
-            result.append(info)
-    return result
-
-
-def _bind_all(
-    infos: list[AddrInfo], port: int, backlog: int, *, reuse_port: bool
-) -> list[socket.socket]:
-    sockets: list[socket.socket] = []
-    try:
-        for info in infos:
-            try:
-                sock = socket.socket(info.family, socket.SOCK_STREAM, info.proto)
-            except OSError as error:
-                # No IPv6 in this kernel (or no IPv4): the wildcard listener uses the
-                # family that exists, as long as one does.
-                if error.errno == errno.EAFNOSUPPORT and len(infos) > 1:
-                    continue
-                raise
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if info.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sockaddr = list(info.sockaddr)
-            if port == 0 and len(sockets) > 1:
-                # Every socket after the first binds the port the first one got.
-                sockaddr[1] = sockets[0].getsockname()[1]
-            try:
-                sock.bind(tuple(sockaddr))
-            except OSError as error:
-                if (
-                    error.errno == errno.EADDRNOTAVAIL
-                    and info.family == socket.AF_INET6
-                    and len(infos) > 1
-                ):
-                    # IPv6 compiled in but disabled (no ::1/:: usable): use the rest.
-                    sockets.pop().close()
-                    continue
-                raise OSError(
-                    error.errno,
-                    f"cannot bind {SocketAddress.from_sockaddr(info.family, tuple(sockaddr))}: "
-                    f"{error.strerror}",
-                ) from error
-            sock.listen(backlog)
-        if not sockets:
-            raise OSError(errno.EAFNOSUPPORT, "no address family available to listen on")
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets

@@ -49,14 +49,13 @@ from typing import IO, TYPE_CHECKING, NoReturn, cast
 
 from sockit.addr import SocketAddress
 from sockit.aio._buffered import AsyncBufferedStream
-from sockit.aio._errors import translate
 from sockit.aio._wait import EXPIRED, expire
-from sockit.errors import ClosedResourceError, PeerClosedError
+from sockit.errors import ClosedResourceError, PeerClosedError, translate_os_error
 
 if TYPE_CHECKING:
     from sockit.abc import Buffer
 
-__all__ = ["RECEIVE_BUFFER_LIMIT", "SEND_CHUNK", "AsyncSocketStream"]
+__all__ = ["RECEIVE_BUFFER_LIMIT", "SEND_CHUNK", "AsyncSocketStream", "attach_stream"]
 
 RECEIVE_BUFFER_LIMIT = 256 * 1024
 """Received bytes queued in user space before the transport stops reading.
@@ -278,6 +277,8 @@ class AsyncSocketStream(AsyncBufferedStream):
     :meth:`AsyncSocketListener.accept`, or wrap an already connected ``socket.socket``
     (``AsyncSocketStream(sock)``: the stream then owns it, sets it non-blocking and
     attaches it to the loop that runs its first call; it must stay on that loop).
+    ``remote_address``/``local_address``, when given, are reported instead of asking
+    the socket (see also :meth:`set_addresses`).
 
     ``timeout`` is the default for every call (``None``: wait forever); every method
     also takes ``timeout=`` for that call only. See :mod:`sockit.abc` for the EOF, error
@@ -395,15 +396,49 @@ class AsyncSocketStream(AsyncBufferedStream):
         """The socket's file descriptor (``-1`` once closed)."""
         return self._socket.fileno()
 
+    def set_addresses(
+        self, *, local: SocketAddress | None = None, remote: SocketAddress | None = None
+    ) -> None:
+        """Report ``local``/``remote`` as this stream's addresses from now on (``None``
+        keeps the current one); nothing changes on the socket.
+
+        For a stream that reached us through a proxy: after a PROXY protocol header,
+        the original client's and server's addresses.
+        """
+        if local is not None:
+            self._local_address = local
+        if remote is not None:
+            self._remote_address = remote
+
     @property
     def buffered_bytes(self) -> int:
         """Bytes received from the kernel that no receive call has returned yet.
 
         At most about :data:`RECEIVE_BUFFER_LIMIT` plus one transport read, plus what
-        a message helper was asked to collect (``recv_exactly(n)`` holds up to ``n``).
+        a message helper was asked to collect (``recv_exactly(n)`` holds up to ``n``)
+        and what :meth:`unread` put back.
         """
         queued = 0 if self._protocol is None else self._protocol.queued
         return queued + len(self._buffer)
+
+    def take_buffered(self) -> bytes:
+        """Remove and return every byte already received but not yet read (``b""`` if
+        none), without waiting: what a message helper read ahead and what the
+        transport queued.
+
+        Unlike the sync stream's, the socket belongs to the event loop's transport,
+        which keeps reading it: bytes that arrive later are queued again and returned
+        by the next receive (or the next call of this).
+        """
+        data = self._buffer.take_all()
+        protocol = self._protocol
+        if protocol is None or not protocol.queued:
+            return data
+        pieces = [data]
+        # Bounded: every take removes at least one queued byte.
+        while protocol.queued:
+            pieces.append(protocol.take(protocol.queued))
+        return b"".join(pieces)
 
     # --- receiving ------------------------------------------------------------------
 
@@ -696,9 +731,24 @@ class AsyncSocketStream(AsyncBufferedStream):
             return f"<AsyncSocketStream fd={self.fileno()}>"
 
     def _raise(self, error: BaseException, operation: str) -> NoReturn:
-        translated = translate(error, closed=self._closed, operation=operation)
+        translated = translate_os_error(error, closed=self._closed, operation=operation)
         if translated is error and isinstance(error, OSError):
             # A fresh exception per raise: re-raising the stored one would grow its
             # traceback every time.
             raise OSError(error.errno, f"{operation} failed: {error.strerror or error}") from error
         raise translated from error
+
+
+async def attach_stream(
+    sock: socket.socket, *, remote_address: SocketAddress | None = None
+) -> AsyncSocketStream:
+    """An :class:`AsyncSocketStream` owning the connected ``sock``, already attached to
+    the running loop (so a failure to attach is raised here, not by the first call).
+    If attaching fails the socket is closed (with a reset)."""
+    stream = AsyncSocketStream(sock, remote_address=remote_address)
+    try:
+        await stream._attach()
+    except BaseException:
+        stream.abort()
+        raise
+    return stream

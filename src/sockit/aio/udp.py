@@ -1,6 +1,8 @@
 """Async UDP sockets: :func:`open_udp` gives an :class:`AsyncUDPSocket`.
 
-The async twin of ``sockit/sync/udp.py``'s UDP half, with the same promises:
+The async twin of ``sockit/sync/udp.py``'s UDP half, with the same promises, and the
+same limits, destination rules, argument checks and socket set-up: those are
+:mod:`sockit.addr.datagram`'s, written once for both:
 
 * one send is one datagram and one receive returns one datagram; a zero-length
   datagram is data (``b""``), never EOF;
@@ -31,56 +33,36 @@ import socket
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sockit.abc import AsyncDatagramSocket
-from sockit.addr import (
-    AddrInfo,
-    InetEndpoint,
-    SocketAddress,
-    check_host,
-    format_host_port,
-    order_addresses,
-    parse_endpoint,
-    parse_port,
+from sockit.addr import AddrInfo, SocketAddress, check_host, order_addresses, parse_port
+from sockit.addr.datagram import (
+    DEFAULT_MAX_BYTES,
+    IPV4_MAX_DATAGRAM,
+    IPV6_MAX_DATAGRAM,
+    MSG_TRUNC,
+    bind_first,
+    bind_wildcard,
+    check_family,
+    connect_first,
+    datagram_limit,
+    destination_sockaddr,
+    is_dual_stack,
+    parse_remote,
+    peer_address,
 )
-from sockit.aio._errors import resolve_timeout, translate
 from sockit.aio._resolve import resolve
 from sockit.aio._wait import FdWatch
 from sockit.errors import (
-    AddressError,
     ClosedResourceError,
-    ConnectAttempt,
     DatagramTooLarge,
     DatagramTruncated,
-    ResolutionError,
-    connect_error_from_attempts,
+    translate_os_error,
 )
+from sockit.proto.timeouts import resolve_timeout
 
 if TYPE_CHECKING:
     from sockit.abc import Buffer
 
 __all__ = ["IPV4_MAX_DATAGRAM", "IPV6_MAX_DATAGRAM", "AsyncUDPSocket", "open_udp"]
-
-IPV4_MAX_DATAGRAM = 65507
-"""Largest UDP payload over IPv4: 65535 (RFC 791 total length) - 20 (IPv4 header) - 8
-(UDP header, RFC 768). The same value as ``sockit.sync.IPV4_MAX_DATAGRAM``."""
-
-IPV6_MAX_DATAGRAM = 65527
-"""Largest UDP payload over IPv6 without jumbograms: 65535 (RFC 8200 payload length,
-which excludes the fixed header) - 8 (UDP header)."""
-
-# A maximal datagram must fit in the socket buffers to be sent or queued at all; see
-# sockit/sync/udp.py (Linux's defaults are ample, macOS's are not). Only ever raised.
-_MIN_DATAGRAM_BUFFER = 2 * 65536
-
-# Default receive size: the largest UDP datagram fits, so nothing is truncated by default.
-_DEFAULT_MAX_BYTES = 65536
-
-# Errors that mean "this address family or address does not exist here" (IPv6
-# disabled, no such local address): the next candidate address is worth trying.
-_FAMILY_UNAVAILABLE = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
-
-# A plain int: "flags & socket.MSG_TRUNC" would go through enum.Flag.__and__ per datagram.
-_MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0))
-_IPV4_MAPPED_PREFIX = "::ffff:"
 
 
 class AsyncUDPSocket(AsyncDatagramSocket):
@@ -128,26 +110,15 @@ class AsyncUDPSocket(AsyncDatagramSocket):
         self._write_watch = FdWatch([sock.fileno()], writable=True)
         # One receive buffer, reused: between the recvmsg_into and the copy out of it
         # nothing awaits, so concurrent receivers never share it at the same time.
-        self._receive_buffer = bytearray(_DEFAULT_MAX_BYTES)
+        self._receive_buffer = bytearray(DEFAULT_MAX_BYTES)
         # (raw sockaddr, SocketAddress) of the last sender: a peer usually sends many
         # datagrams, and building the value costs more than the receive itself.
         self._sender_cache: tuple[Any, SocketAddress] | None = None
         # (SocketAddress, sockaddr, limit) of the last destination, keyed by identity.
         self._destination_cache: tuple[SocketAddress, Any, int] | None = None
         self._local_address = SocketAddress.from_sockaddr(self._family, sock.getsockname())
-        self._dual_stack = (
-            sock.family == socket.AF_INET6
-            and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
-        )
-        remote_address = None
-        try:
-            peer = sock.getpeername()
-        except OSError as error:
-            if error.errno != errno.ENOTCONN:
-                raise
-        else:
-            remote_address = SocketAddress.from_sockaddr(self._family, peer)
-        self._remote_address = remote_address
+        self._dual_stack = is_dual_stack(sock)
+        self._remote_address = peer_address(sock)
 
     # --- addresses and raw access ---------------------------------------------------
 
@@ -184,7 +155,7 @@ class AsyncUDPSocket(AsyncDatagramSocket):
     # --- receiving ------------------------------------------------------------------
 
     async def recvfrom(
-        self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None
+        self, max_bytes: int = DEFAULT_MAX_BYTES, *, timeout: float | None = None
     ) -> tuple[bytes, SocketAddress]:
         """Receive one datagram and its sender.
 
@@ -200,7 +171,7 @@ class AsyncUDPSocket(AsyncDatagramSocket):
         return data, self._sender(address)
 
     async def recv(
-        self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None
+        self, max_bytes: int = DEFAULT_MAX_BYTES, *, timeout: float | None = None
     ) -> bytes:
         """Receive one datagram's payload (``b""`` for a zero-length datagram, not EOF).
 
@@ -230,7 +201,7 @@ class AsyncUDPSocket(AsyncDatagramSocket):
                     # MSG_TRUNC in *flags* makes Linux return the datagram's real length
                     # even when it was longer than the buffer (recv(2), udp(7)); in the
                     # returned msg_flags it says the datagram was cut.
-                    size, _, flags, address = self._socket.recvmsg_into((target,), 0, _MSG_TRUNC)
+                    size, _, flags, address = self._socket.recvmsg_into((target,), 0, MSG_TRUNC)
                     data = bytes(target[: min(size, max_bytes)])
                 break
             except BlockingIOError:
@@ -245,7 +216,7 @@ class AsyncUDPSocket(AsyncDatagramSocket):
                     ) from None
             except OSError as error:
                 self._raise(error, operation)
-        if flags & _MSG_TRUNC:
+        if flags & MSG_TRUNC:
             # Where the kernel does not report the real length, ``size`` is what fit:
             # the best lower bound there is.
             raise DatagramTruncated(data, max(size, len(data)), self._sender(address))
@@ -288,7 +259,12 @@ class AsyncUDPSocket(AsyncDatagramSocket):
             _, sockaddr, limit = cached
         else:
             destination = await self._destination(address, seconds)
-            sockaddr, limit = self._sockaddr_for(destination)
+            sockaddr, limit = destination_sockaddr(
+                destination,
+                family=self._family,
+                dual_stack=self._dual_stack,
+                local_address=self._local_address,
+            )
             if destination is address:
                 self._destination_cache = (destination, sockaddr, limit)
         await self._send_raw(data, sockaddr, limit, seconds, "sendto")
@@ -310,7 +286,7 @@ class AsyncUDPSocket(AsyncDatagramSocket):
                 "send() needs a connected socket: use sendto(data, address), or open "
                 "the socket with remote=",
             )
-        limit = IPV4_MAX_DATAGRAM if remote.family == socket.AF_INET else _limit_for_ipv6(remote)
+        limit = datagram_limit(remote)
         await self._send_raw(data, None, limit, resolve_timeout(timeout, self.timeout), "send")
 
     async def _send_raw(
@@ -366,25 +342,6 @@ class AsyncUDPSocket(AsyncDatagramSocket):
             return infos[0].address
         raise TypeError(f"address must be a SocketAddress or a (host, port) tuple, not {address!r}")
 
-    def _sockaddr_for(self, address: SocketAddress) -> tuple[Any, int]:
-        if address.family == socket.AF_INET:
-            if self._family == socket.AF_INET:
-                return (address.host, address.port), IPV4_MAX_DATAGRAM
-            if self._dual_stack:
-                # The kernel sends to ::ffff:a.b.c.d as IPv4 (RFC 4291 section 2.5.5.2).
-                mapped = (_IPV4_MAPPED_PREFIX + address.host, address.port, 0, 0)
-                return mapped, IPV4_MAX_DATAGRAM
-        elif address.family == socket.AF_INET6 and self._family == socket.AF_INET6:
-            return address.to_sockaddr(), _limit_for_ipv6(address)
-        if self._family == socket.AF_INET:
-            kind = "an IPv4"
-        else:
-            kind = "a dual-stack IPv6" if self._dual_stack else "an IPv6-only"
-        raise AddressError(
-            f"cannot send to {address} from {kind} socket {self._local_address}; "
-            f"open the socket for that address family"
-        )
-
     # --- closing --------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -407,16 +364,10 @@ class AsyncUDPSocket(AsyncDatagramSocket):
         self._socket.close()
 
     def _raise(self, error: OSError, operation: str) -> NoReturn:
-        translated = translate(error, closed=self._closed, operation=operation)
+        translated = translate_os_error(error, closed=self._closed, operation=operation)
         if translated is error:
             raise error
         raise translated from error
-
-
-def _limit_for_ipv6(address: SocketAddress) -> int:
-    if address.host.startswith(_IPV4_MAPPED_PREFIX) and "." in address.host:
-        return IPV4_MAX_DATAGRAM
-    return IPV6_MAX_DATAGRAM
 
 
 # --- opening --------------------------------------------------------------------------
@@ -451,9 +402,9 @@ async def open_udp(
     """
     local_port_number = parse_port(local_port, protocol="udp")
     local = None if local_host is None else check_host(local_host)
-    lookup_family = _check_family(family)
+    lookup_family = check_family(family)
     if remote is not None:
-        remote_host, remote_port = _parse_remote(remote)
+        remote_host, remote_port = parse_remote(remote)
         return await _open_connected(
             remote_host,
             remote_port,
@@ -463,124 +414,17 @@ async def open_udp(
             reuse_port=reuse_port,
         )
     if local is None:
-        return _open_wildcard(local_port_number, lookup_family, reuse_port=reuse_port)
+        return bind_wildcard(
+            socket.socket, AsyncUDPSocket, local_port_number, lookup_family, reuse_port=reuse_port
+        )
     return await _open_bound(local, local_port_number, lookup_family, reuse_port=reuse_port)
-
-
-def _check_family(family: int | None) -> int:
-    if family is None or family == 0:
-        return 0
-    if family in (socket.AF_INET, socket.AF_INET6):
-        return family
-    raise ValueError(f"family must be None, AF_INET or AF_INET6, not {family!r}")
-
-
-def _parse_remote(remote: tuple[str, int | str] | str) -> tuple[str, int]:
-    if isinstance(remote, str):
-        endpoint = parse_endpoint(remote)
-        if not isinstance(endpoint, InetEndpoint) or endpoint.host is None:
-            raise AddressError(f"remote must be host:port, not {remote!r}")
-        return endpoint.host, endpoint.port
-    if isinstance(remote, tuple) and len(remote) == 2:
-        host, port = remote
-        if not isinstance(host, str):
-            raise TypeError(f"remote host must be a str, not {type(host).__name__}")
-        return check_host(host), parse_port(port, protocol="udp")
-    raise TypeError(f"remote must be (host, port) or 'host:port', not {remote!r}")
-
-
-def _new_socket(family: int, *, reuse_port: bool) -> socket.socket:
-    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available on this system")
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            try:
-                if sock.getsockopt(socket.SOL_SOCKET, option) < _MIN_DATAGRAM_BUFFER:
-                    sock.setsockopt(socket.SOL_SOCKET, option, _MIN_DATAGRAM_BUFFER)
-            except OSError:
-                # A system that refuses keeps its default; an oversized datagram then
-                # still fails clearly, as DatagramTooLarge from the kernel's EMSGSIZE.
-                pass
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _bind(sock: socket.socket, sockaddr: Any) -> None:
-    try:
-        sock.bind(sockaddr)
-    except OSError as error:
-        described = format_host_port(str(sockaddr[0]), int(sockaddr[1]))
-        message = f"cannot bind UDP socket to {described}: {error.strerror}"
-        raise OSError(error.errno, message) from error
-
-
-def _open_wildcard(port: int, family: int, *, reuse_port: bool) -> AsyncUDPSocket:
-    if family in (0, socket.AF_INET6):
-        try:
-            sock = _new_socket(socket.AF_INET6, reuse_port=reuse_port)
-        except OSError as error:
-            if family == socket.AF_INET6 or error.errno not in _FAMILY_UNAVAILABLE:
-                raise
-        else:
-            try:
-                # Dual-stack unless IPv6 was asked for explicitly (RFC 3493 section
-                # 5.3); the system default varies (net.ipv6.bindv6only), so always set.
-                v6only = 1 if family == socket.AF_INET6 else 0
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-                _bind(sock, ("::", port))
-                return AsyncUDPSocket(sock)
-            except OSError as error:
-                sock.close()
-                if family == socket.AF_INET6 or error.errno not in _FAMILY_UNAVAILABLE:
-                    raise
-            except BaseException:
-                sock.close()
-                raise
-    sock = _new_socket(socket.AF_INET, reuse_port=reuse_port)
-    try:
-        _bind(sock, ("0.0.0.0", port))
-        return AsyncUDPSocket(sock)
-    except BaseException:
-        sock.close()
-        raise
 
 
 async def _open_bound(host: str, port: int, family: int, *, reuse_port: bool) -> AsyncUDPSocket:
     infos = await resolve(
         None, host, port, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
     )
-    first_error: OSError | None = None
-    for info in infos:
-        try:
-            sock = _new_socket(info.family, reuse_port=reuse_port)
-        except OSError as error:
-            if error.errno not in _FAMILY_UNAVAILABLE:
-                raise
-            first_error = first_error or error
-            continue
-        try:
-            if info.family == socket.AF_INET6 and info.sockaddr[0] == "::":
-                sock.setsockopt(
-                    socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if family == socket.AF_INET6 else 0
-                )
-            _bind(sock, info.sockaddr)
-            return AsyncUDPSocket(sock)
-        except OSError as error:
-            sock.close()
-            if error.errno not in _FAMILY_UNAVAILABLE:
-                raise
-            first_error = first_error or error
-        except BaseException:
-            sock.close()
-            raise
-    if first_error is None:
-        raise ResolutionError(host, "no addresses to bind to")
-    raise first_error
+    return bind_first(socket.socket, AsyncUDPSocket, host, infos, family, reuse_port=reuse_port)
 
 
 async def _open_connected(
@@ -605,39 +449,14 @@ async def _open_connected(
             type=socket.SOCK_DGRAM,
             flags=socket.AI_PASSIVE,
         )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    attempts: list[ConnectAttempt] = []
-    last_error: OSError | None = None
-    for info in remote_infos:
-        try:
-            return _connect_one(info, local_infos, local_port=local_port, reuse_port=reuse_port)
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise  # the local port is taken: no other remote address changes that
-            attempts.append(ConnectAttempt(str(info.address), error, loop.time() - started))
-            last_error = error
-    raise connect_error_from_attempts(remote_host, remote_port, attempts) from last_error
-
-
-def _connect_one(
-    remote: AddrInfo, local_infos: list[AddrInfo] | None, *, local_port: int, reuse_port: bool
-) -> AsyncUDPSocket:
-    local: AddrInfo | None = None
-    if local_infos is not None:
-        local = next((info for info in local_infos if info.family == remote.family), None)
-        if local is None:
-            raise OSError(errno.EAFNOSUPPORT, "the local host has no address of this family")
-    sock = _new_socket(remote.family, reuse_port=reuse_port)
-    try:
-        if local is not None:
-            _bind(sock, local.sockaddr)
-        elif local_port:
-            wildcard = "::" if remote.family == socket.AF_INET6 else "0.0.0.0"
-            _bind(sock, (wildcard, local_port))
-        # A UDP connect only records the default peer: it never blocks.
-        sock.connect(remote.sockaddr)
-        return AsyncUDPSocket(sock)
-    except BaseException:
-        sock.close()
-        raise
+    return connect_first(
+        socket.socket,
+        AsyncUDPSocket,
+        remote_host,
+        remote_port,
+        remote_infos,
+        local_infos=local_infos,
+        local_port=local_port,
+        reuse_port=reuse_port,
+        clock=asyncio.get_running_loop().time,
+    )

@@ -399,11 +399,10 @@ def read_proxy_header(stream: SocketStream, timeout: float) -> ProxyHeader:
             break
     leftover = bytes(data[header.consumed :])
     if leftover:
-        # The stream's own receive buffer: the handler reads these bytes first.
-        stream._buffer.unread(leftover)
+        # Back into the stream: the handler reads these bytes first.
+        stream.unread(leftover)
     if header.source is not None and header.destination is not None:
-        stream._remote_address = header.source
-        stream._local_address = header.destination
+        stream.set_addresses(local=header.destination, remote=header.source)
     return header
 
 

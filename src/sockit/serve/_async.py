@@ -275,8 +275,7 @@ class AsyncMode:
         if header.source is None or header.destination is None:
             return label  # LOCAL or UNKNOWN: a health check, keep the real addresses
         proxy = stream.remote_address
-        stream._remote_address = header.source  # the stream's own field
-        stream._local_address = header.destination
+        stream.set_addresses(local=header.destination, remote=header.source)
         return f"{_label(stream)} (via proxy {proxy})"
 
     async def _wait_tasks(self) -> None:

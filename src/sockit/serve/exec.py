@@ -305,18 +305,6 @@ def _death_signal_setter() -> Callable[[], None] | None:
     return set_death_signal
 
 
-def _take_buffered(stream: SocketStream) -> bytes:
-    """Bytes the stream has received but not handed out yet (e.g. read past a PROXY
-    header). They are not in the socket any more, so the child must get them another
-    way. The stream has no public "take what is buffered" call; its receive buffer is
-    shared sockit code (proto.buffer.ReceiveBuffer), hence the private access."""
-    buffer = getattr(stream, "_buffer", None)
-    if not buffer:
-        return b""
-    data: bytes = buffer.take_all()
-    return data
-
-
 class _Connected(Protocol):
     """What a session needs of a stream: the sync and async socket streams both fit."""
 
@@ -480,7 +468,9 @@ class _Session:
         stream = self.stream
         child = self.child
         original_timeout = stream.socket.gettimeout()
-        prefix = _take_buffered(stream)
+        # Bytes the stream received but did not hand out yet (read past a PROXY
+        # header): they are not in the socket any more, so the child gets them first.
+        prefix = stream.take_buffered()
         # Our own descriptor for the socket: the server may close the stream's fd from
         # another thread (abort on shutdown), and that number may then be reused.
         sock = stream.socket.dup()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import abc
 
 from sockit.abc import HalfCloseableStream
-from sockit.errors import EndOfStream, IncompleteRead
+from sockit.errors import ClosedResourceError, EndOfStream, IncompleteRead
 from sockit.proto.buffer import ReceiveBuffer
-from sockit.sync._errors import Deadline, resolve_timeout
+from sockit.proto.timeouts import resolve_timeout
+from sockit.sync._errors import Deadline
 
 __all__ = ["RECEIVE_CHUNK", "BufferedStream"]
 
@@ -51,6 +52,12 @@ class BufferedStream(HalfCloseableStream):
         ``TimeoutError`` if nothing arrived in time.
         """
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes already received that no receive call has returned yet (what a message
+        helper read ahead, or :meth:`unread` put back)."""
+        return len(self._buffer)
+
     def take_buffered(self) -> bytes:
         """Remove and return every byte already received but not yet read (``b""`` if
         none), without waiting.
@@ -60,6 +67,21 @@ class BufferedStream(HalfCloseableStream):
         ahead must go first, or they would be lost.
         """
         return self._buffer.take_all()
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back at the front of the stream: the next receive calls return
+        it before anything else, in order, without waiting.
+
+        For a caller that read more than it consumed, e.g. a PROXY protocol header and
+        the first bytes of the payload behind it. The bytes count as buffered (see
+        :attr:`buffered_bytes`); no limit applies to them, so put back only what was
+        read. Raises :class:`~sockit.ClosedResourceError` on a closed stream.
+        """
+        # Every sockit stream has ``closed``; a minimal subclass (a test's adapter)
+        # need not, and then cannot be closed as far as this base class can tell.
+        if getattr(self, "closed", False) is True:
+            raise ClosedResourceError("unread on a closed stream")
+        self._buffer.unread(data)
 
     def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
         """See :meth:`sockit.abc.Stream.recv`."""

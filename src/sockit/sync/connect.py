@@ -13,6 +13,9 @@ The algorithm, as DESIGN.md fixes it:
    (address, error, elapsed time); a refusal anywhere makes it a
    ``ConnectionRefusedError`` (see :func:`sockit.errors.connect_error_from_attempts`).
 
+Steps 3 to 5 are the schedule of :class:`sockit.proto.happy_eyeballs.HappyEyeballs`,
+which the async twin drives too; this module only creates the sockets (through the
+:class:`~sockit.sync.SocketFactory`), waits for them and reads the factory's clock.
 The 250 ms default delay is RFC 8305 section 5's recommended "Connection Attempt Delay"
 (also what Chrome and trio use). TCP_NODELAY is on for every stream: sockit's users send
 whole messages with ``sendall`` and gain nothing from Nagle's algorithm delaying them
@@ -23,7 +26,6 @@ Must never block without a deadline it can honour or leave a losing socket open.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from dataclasses import dataclass
@@ -35,28 +37,30 @@ from sockit.addr import (
     check_host,
     default_resolver,
     order_addresses,
+    parse_local_address,
     parse_port,
 )
-from sockit.errors import (
-    ConnectAttempt,
-    ConnectError,
-    connect_error_from_attempts,
+from sockit.addr.binding import set_nodelay, start_connect
+from sockit.errors import ConnectError, connect_error_from_attempts
+from sockit.proto.happy_eyeballs import (
+    DEFAULT_HAPPY_EYEBALLS_DELAY,
+    GiveUp,
+    HappyEyeballs,
+    StartAttempt,
+    check_happy_eyeballs_delay,
 )
-from sockit.sync._errors import resolve_timeout
+from sockit.proto.timeouts import resolve_timeout
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY, SocketFactory
 from sockit.sync.stream import SocketStream
 
 __all__ = ["DEFAULT_HAPPY_EYEBALLS_DELAY", "connect", "connect_unix"]
 
-DEFAULT_HAPPY_EYEBALLS_DELAY = 0.25
-"""RFC 8305 section 5: "a reasonable default is 250 ms"."""
-
 
 @dataclass
 class _Attempt:
+    index: int
     info: AddrInfo
     sock: socket.socket
-    started: float
 
 
 def connect(
@@ -93,14 +97,12 @@ def connect(
     factory = socket_factory or SYSTEM_SOCKET_FACTORY
     ascii_host = check_host(host)
     port_number = parse_port(port)
-    local = _parse_local_address(local_address)
+    local = parse_local_address(local_address, family=family)
     if local is not None:
-        if family is not None and family != local.family:
-            raise ValueError("local_address and family disagree")
         family = local.family
+    delay = check_happy_eyeballs_delay(happy_eyeballs_delay)
     seconds = resolve_timeout(timeout, None)
     start = factory.monotonic()
-    deadline = None if seconds is None else start + seconds
 
     infos = (resolver or default_resolver()).getaddrinfo(
         ascii_host, port_number, family=family or 0, type=socket.SOCK_STREAM, timeout=seconds
@@ -108,113 +110,51 @@ def connect(
     ordered = order_addresses(infos)
     if not ordered:
         raise ConnectError(host, port_number, [], reason="the name has no usable address")
-    delay = happy_eyeballs_delay
-    if delay is not None and delay < 0:
-        raise ValueError(f"happy_eyeballs_delay must be >= 0 or None, not {delay}")
-
-    failures: list[ConnectAttempt] = []
+    schedule = HappyEyeballs(
+        [str(info.address) for info in ordered], delay=delay, start=start, timeout=seconds
+    )
     pending: list[_Attempt] = []
-    next_index = 0
-    next_start = start
-    last_error: OSError | None = None
     try:
         while True:
             now = factory.monotonic()
-            if deadline is not None and now >= deadline:
-                raise connect_error_from_attempts(
-                    host, port_number, failures, timed_out=True
-                ) from last_error
-            # Start the next attempt when its time has come, or at once when nothing
-            # is in flight (the previous attempt failed).
-            if next_index < len(ordered) and (not pending or now >= next_start):
-                info = ordered[next_index]
-                next_index += 1
+            step = schedule.next_step(now)
+            if isinstance(step, StartAttempt):
+                info = ordered[step.index]
                 try:
-                    pending.append(_start_attempt(factory, info, local, now))
+                    sock = start_connect(factory.socket, info, local)
                 except OSError as error:
-                    last_error = error
-                    failures.append(ConnectAttempt(str(info.address), error, now - start))
+                    schedule.attempt_failed(step.index, error, now)
                     continue
-                next_start = now + delay if delay is not None else float("inf")
+                pending.append(_Attempt(step.index, info, sock))
+                schedule.attempt_started(step.index, now)
                 continue
-            if not pending:
-                raise connect_error_from_attempts(host, port_number, failures) from last_error
-            wait_until = next_start if next_index < len(ordered) else None
-            if deadline is not None:
-                wait_until = deadline if wait_until is None else min(wait_until, deadline)
-            wait = None if wait_until is None else max(0.0, wait_until - now)
-            ready = factory.wait_writable([attempt.sock for attempt in pending], wait)
+            if isinstance(step, GiveUp):
+                raise connect_error_from_attempts(
+                    host, port_number, schedule.failures, timed_out=step.timed_out
+                ) from schedule.last_error
+            ready = factory.wait_writable([attempt.sock for attempt in pending], step.timeout)
             for attempt in [a for a in pending if a.sock in ready]:
                 code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code == 0:
-                    pending.remove(attempt)
-                    return _make_stream(attempt)
                 pending.remove(attempt)
+                if code == 0:
+                    return _make_stream(attempt)
                 attempt.sock.close()
-                last_error = OSError(code, os.strerror(code))
-                failed_at = factory.monotonic()
-                failures.append(
-                    ConnectAttempt(str(attempt.info.address), last_error, failed_at - start)
-                )
-                # RFC 8305 section 5: a failure starts the next attempt immediately.
-                next_start = failed_at
+                failure = OSError(code, os.strerror(code))
+                schedule.attempt_failed(attempt.index, failure, factory.monotonic())
     finally:
         for attempt in pending:
             attempt.sock.close()
-
-
-def _start_attempt(
-    factory: SocketFactory, info: AddrInfo, local: SocketAddress | None, now: float
-) -> _Attempt:
-    sock = factory.socket(info.family, socket.SOCK_STREAM, info.proto)
-    try:
-        sock.setblocking(False)
-        if local is not None:
-            sock.bind(local.to_sockaddr())
-        code = sock.connect_ex(info.sockaddr)
-        if code not in (0, errno.EINPROGRESS, errno.EAGAIN):
-            raise OSError(code, os.strerror(code))
-    except BaseException:
-        sock.close()
-        raise
-    return _Attempt(info, sock, now)
 
 
 def _make_stream(attempt: _Attempt) -> SocketStream:
     sock = attempt.sock
     try:
         sock.setblocking(True)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(sock)
     except BaseException:
         sock.close()
         raise
     return SocketStream(sock, remote_address=attempt.info.address)
-
-
-def _parse_local_address(value: tuple[str, int] | str | None) -> SocketAddress | None:
-    if value is None:
-        return None
-    host, port = (value, 0) if isinstance(value, str) else value
-    port_number = parse_port(port)
-    # A local address must be a literal: binding to "whatever a name resolves to" is
-    # ambiguous and would need a lookup of its own.
-    try:
-        packed = socket.inet_pton(socket.AF_INET, host)
-    except OSError:
-        packed = b""
-    if packed:
-        return SocketAddress(socket.AF_INET, host, port_number)
-    literal = check_host(host)
-    scope = 0
-    if "%" in literal:
-        literal, scope_name = literal.split("%", 1)
-        scope = int(scope_name) if scope_name.isdigit() else socket.if_nametoindex(scope_name)
-    try:
-        socket.inet_pton(socket.AF_INET6, literal)
-    except OSError:
-        raise ValueError(f"local_address must be an IP address, not {host!r}") from None
-    return SocketAddress(socket.AF_INET6, literal, port_number, scope)
 
 
 def connect_unix(

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Self
 
 from sockit.abc import HalfCloseableStream
 from sockit.errors import ClosedResourceError, EndOfStream
-from sockit.sync._errors import Deadline, resolve_timeout
+from sockit.proto.timeouts import resolve_timeout
+from sockit.sync._errors import Deadline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,39 +1,32 @@
 """listen() and listen_unix(): a passive open that reports what it really bound.
 
-Decisions (reasons in docs/design.md):
-
-* No host means IPv4 *and* IPv6, on the same port, also for port 0: two sockets, the
-  IPv6 one with ``IPV6_V6ONLY`` so each family has its own socket and an IPv4 peer is
-  reported as IPv4 (as ncat does). If the kernel has no IPv6, IPv4 alone is used.
-* The default backlog is the system maximum: we ask for 65535 and Linux clamps it to
-  ``net.core.somaxconn`` (4096 since 5.4). A backlog of 5, the textbook value, drops
-  SYNs under any burst of connects.
-* ``SO_REUSEADDR`` is set so a restarted server can bind while old connections sit in
-  TIME_WAIT (every production server does this on POSIX; it does not allow two live
-  listeners on one port, ``SO_REUSEPORT`` does, and only when asked).
+Which sockets a listener gets (IPv4 *and* IPv6 on one port when there is no host, the
+system's maximum backlog, ``SO_REUSEADDR``) is decided in :mod:`sockit.addr.binding`,
+shared with the async twin; see there for the reasons. This module resolves the host,
+creates the sockets through the :class:`~sockit.sync.SocketFactory` and accepts.
 
 Must never accept on behalf of a caller who did not call accept().
 """
 
 from __future__ import annotations
 
-import errno
 import socket
 from typing import TYPE_CHECKING
 
 from sockit.abc import Listener
-from sockit.addr import (
-    AddrInfo,
-    Resolver,
-    SocketAddress,
-    check_host,
-    default_resolver,
-    parse_port,
+from sockit.addr import Resolver, SocketAddress, check_host, default_resolver, parse_port
+from sockit.addr.binding import (
+    DEFAULT_BACKLOG,
+    bind_listening_sockets,
+    set_nodelay,
+    unique_infos,
+    wildcard_infos,
 )
 from sockit.addr.unixpath import UnixPathOwner, bind_unix
 from sockit.errors import ClosedResourceError
 from sockit.proto.accept import AcceptAction, classify_accept_error
-from sockit.sync._errors import Deadline, resolve_timeout
+from sockit.proto.timeouts import resolve_timeout
+from sockit.sync._errors import Deadline
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY, SocketFactory
 from sockit.sync.stream import SocketStream
 
@@ -41,14 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["DEFAULT_BACKLOG", "SocketListener", "listen", "listen_unix"]
-
-DEFAULT_BACKLOG = 65535
-"""Ask for the most; the kernel clamps to net.core.somaxconn (trio does the same)."""
-
-# How many times listen(port=0) with several addresses retries when the port the
-# first socket got is taken on another address. Each try is a new random ephemeral
-# port, so a handful of tries makes failure vanishingly unlikely.
-_PORT_ZERO_TRIES = 20
 
 
 class SocketListener(Listener):
@@ -166,10 +151,7 @@ class SocketListener(Listener):
 
 def _stream_from_accept(conn: socket.socket, sockaddr: object) -> SocketStream:
     try:
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            # Linux does not carry TCP_NODELAY over from the listener on every
-            # kernel version, so set it on each connection (see sync/connect.py).
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(conn)
         remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
     except BaseException:
         conn.close()
@@ -199,100 +181,25 @@ def listen(
     """
     factory = socket_factory or SYSTEM_SOCKET_FACTORY
     port_number = parse_port(port)
-    if backlog is None:
-        backlog = DEFAULT_BACKLOG
     if host is None:
-        infos = _wildcard_infos(port_number)
+        infos = wildcard_infos(port_number)
     else:
-        infos = (resolver or default_resolver()).getaddrinfo(
-            check_host(host),
-            port_number,
-            type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE,
+        infos = unique_infos(
+            (resolver or default_resolver()).getaddrinfo(
+                check_host(host),
+                port_number,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
+            )
         )
-        infos = _unique(infos)
-    tries = _PORT_ZERO_TRIES if port_number == 0 and len(infos) > 1 else 1
-    for attempt in range(tries):
-        try:
-            sockets = _bind_all(factory, infos, port_number, backlog, reuse_port=reuse_port)
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE and attempt + 1 < tries:
-                continue
-            raise
-        return SocketListener(sockets, socket_factory=factory)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _wildcard_infos(port: int) -> list[AddrInfo]:
-    infos = [AddrInfo(socket.AF_INET6, socket.SOCK_STREAM, 0, "", ("::", port, 0, 0))]
-    infos.append(AddrInfo(socket.AF_INET, socket.SOCK_STREAM, 0, "", ("0.0.0.0", port)))
-    return infos
-
-
-def _unique(infos: list[AddrInfo]) -> list[AddrInfo]:
-    seen: set[tuple[int, object]] = set()
-    result = []
-    for info in infos:
-        key = (info.family, info.sockaddr)
-        if key not in seen:
-            seen.add(key)
-            result.append(info)
-    return result
-
-
-def _bind_all(
-    factory: SocketFactory,
-    infos: list[AddrInfo],
-    port: int,
-    backlog: int,
-    *,
-    reuse_port: bool,
-) -> list[socket.socket]:
-    sockets: list[socket.socket] = []
-    try:
-        for info in infos:
-            try:
-                sock = factory.socket(info.family, socket.SOCK_STREAM, info.proto)
-            except OSError as error:
-                # No IPv6 in this kernel (or no IPv4): the wildcard listener uses the
-                # family that exists, as long as one does.
-                if error.errno == errno.EAFNOSUPPORT and len(infos) > 1:
-                    continue
-                raise
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if info.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sockaddr = list(info.sockaddr)
-            if port == 0 and len(sockets) > 1:
-                # Every socket after the first binds the port the first one got.
-                sockaddr[1] = sockets[0].getsockname()[1]
-            try:
-                sock.bind(tuple(sockaddr))
-            except OSError as error:
-                if (
-                    error.errno == errno.EADDRNOTAVAIL
-                    and info.family == socket.AF_INET6
-                    and len(infos) > 1
-                ):
-                    # IPv6 compiled in but disabled (no ::1/:: usable): use the rest.
-                    sockets.pop().close()
-                    continue
-                raise OSError(
-                    error.errno,
-                    f"cannot bind {SocketAddress.from_sockaddr(info.family, tuple(sockaddr))}: "
-                    f"{error.strerror}",
-                ) from error
-            sock.listen(backlog)
-        if not sockets:
-            raise OSError(errno.EAFNOSUPPORT, "no address family available to listen on")
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
+    sockets = bind_listening_sockets(
+        factory.socket,
+        infos,
+        port_number,
+        backlog=DEFAULT_BACKLOG if backlog is None else backlog,
+        reuse_port=reuse_port,
+    )
+    return SocketListener(sockets, socket_factory=factory)
 
 
 def listen_unix(

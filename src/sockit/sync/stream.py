@@ -17,8 +17,9 @@ from typing import IO, TYPE_CHECKING, TypeVar
 
 from sockit.addr import SocketAddress
 from sockit.errors import ClosedResourceError
+from sockit.proto.timeouts import resolve_timeout
 from sockit.sync._buffered import BufferedStream
-from sockit.sync._errors import raise_translated, resolve_timeout
+from sockit.sync._errors import raise_translated
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,6 +37,8 @@ class SocketStream(BufferedStream):
     Create one with :func:`sockit.connect`, :func:`sockit.connect_unix`,
     :meth:`Listener.accept`, or wrap an already connected ``socket.socket``
     (``SocketStream(sock)``; the stream then owns it and closes it).
+    ``remote_address``/``local_address``, when given, are reported instead of asking
+    the socket (see also :meth:`set_addresses`).
 
     ``timeout`` is the default for every call (``None``: wait forever); every method
     also takes ``timeout=`` for that call only. See :mod:`sockit.abc` for the EOF, error
@@ -57,6 +60,7 @@ class SocketStream(BufferedStream):
         *,
         timeout: float | None = None,
         remote_address: SocketAddress | None = None,
+        local_address: SocketAddress | None = None,
     ) -> None:
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"SocketStream needs a SOCK_STREAM socket, not {sock.type!r}")
@@ -64,7 +68,7 @@ class SocketStream(BufferedStream):
         self._socket = sock
         self._closed = False
         self._sent_eof = False
-        self._local_address: SocketAddress | None = None
+        self._local_address = local_address
         self._remote_address = remote_address
         # The timeout the socket object currently has. Changing it costs a syscall
         # (fcntl O_NONBLOCK), so it is only changed when a call needs another value.
@@ -96,6 +100,20 @@ class SocketStream(BufferedStream):
                 self._socket.family, self._call("getpeername", self._socket.getpeername)
             )
         return self._remote_address
+
+    def set_addresses(
+        self, *, local: SocketAddress | None = None, remote: SocketAddress | None = None
+    ) -> None:
+        """Report ``local``/``remote`` as this stream's addresses from now on (``None``
+        keeps the current one); nothing changes on the socket.
+
+        For a stream that reached us through a proxy: after a PROXY protocol header,
+        the original client's and server's addresses.
+        """
+        if local is not None:
+            self._local_address = local
+        if remote is not None:
+            self._remote_address = remote
 
     def fileno(self) -> int:
         """The socket's file descriptor (``-1`` once closed)."""

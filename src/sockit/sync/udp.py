@@ -13,6 +13,11 @@
   :class:`~sockit.errors.ClosedResourceError`; ICMP errors that the kernel reports on a
   connected socket keep their built-in class (``ConnectionRefusedError``).
 
+The size limits, which destinations a socket can reach, the checks of ``open_udp``'s
+arguments and how its sockets are created, bound and connected are
+:mod:`sockit.addr.datagram`'s, shared with the async twin; this module receives, sends
+and waits.
+
 This module must never hand back a truncated datagram as if it were whole, treat an
 empty datagram as EOF, resolve a name other than through :mod:`sockit.addr`, or wait
 longer than the timeout it was given.
@@ -32,26 +37,36 @@ from typing import TYPE_CHECKING, Any
 from sockit.abc import DatagramSocket
 from sockit.addr import (
     AddrInfo,
-    InetEndpoint,
     SocketAddress,
     check_host,
     default_resolver,
-    format_host_port,
     order_addresses,
-    parse_endpoint,
     parse_port,
+)
+from sockit.addr.datagram import (
+    DEFAULT_MAX_BYTES,
+    IPV4_MAX_DATAGRAM,
+    IPV6_MAX_DATAGRAM,
+    MSG_TRUNC,
+    bind_first,
+    bind_wildcard,
+    check_family,
+    connect_first,
+    datagram_limit,
+    destination_sockaddr,
+    is_dual_stack,
+    parse_remote,
+    peer_address,
 )
 from sockit.addr.unixpath import UnixPathOwner, bind_unix, check_unix_path, unix_sockaddr
 from sockit.errors import (
     AddressError,
     ClosedResourceError,
-    ConnectAttempt,
     DatagramTooLarge,
     DatagramTruncated,
-    ResolutionError,
-    connect_error_from_attempts,
 )
-from sockit.sync._errors import raise_translated, resolve_timeout
+from sockit.proto.timeouts import resolve_timeout
+from sockit.sync._errors import raise_translated
 from sockit.sync.factory import SYSTEM_SOCKET_FACTORY
 
 if TYPE_CHECKING:
@@ -66,26 +81,6 @@ __all__ = [
     "open_unix_datagram",
 ]
 
-IPV4_MAX_DATAGRAM = 65507
-"""Largest UDP payload over IPv4: 65535 (the IPv4 total-length field, RFC 791) minus a
-20-byte IPv4 header minus the 8-byte UDP header (RFC 768)."""
-
-IPV6_MAX_DATAGRAM = 65527
-"""Largest UDP payload over IPv6 without jumbograms: 65535 (the IPv6 payload-length
-field, which unlike IPv4's excludes the 40-byte fixed header, RFC 8200 section 3) minus
-the 8-byte UDP header. Jumbograms (RFC 2675) are not supported."""
-
-# A 65,507-byte datagram must fit in the socket's send buffer to be sent at all and in
-# its receive buffer to be queued. Linux's defaults (net.core.wmem_default and
-# rmem_default, 208 KiB as getsockopt reports them) are ample; other systems are not
-# (macOS caps a UDP send at SO_SNDBUF, 9216 bytes by default, and queues ~42 KiB).
-# 2 x 64 KiB leaves room for the kernel's per-packet bookkeeping, which Linux counts
-# against the buffer. Buffers are only ever raised, never lowered.
-_MIN_DATAGRAM_BUFFER = 2 * 65536
-
-# Default receive size: the largest UDP datagram fits, so nothing is truncated by default.
-_DEFAULT_MAX_BYTES = 65536
-
 # poll(2) takes an int of milliseconds; a very long wait is done in pieces of a day.
 _MAX_POLL_MILLISECONDS = 86_400_000
 
@@ -95,14 +90,6 @@ _MAX_POLL_MILLISECONDS = 86_400_000
 # Retry with a bounded exponential backoff instead of spinning.
 _SEND_BACKOFF_FIRST = 0.001
 _SEND_BACKOFF_MAX = 0.05
-
-# Errors that mean "this address family or address does not exist here" (IPv6 disabled,
-# no such local address): the next candidate address is worth trying.
-_FAMILY_UNAVAILABLE = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
-
-# A plain int: "flags & socket.MSG_TRUNC" would go through enum.Flag.__and__ per datagram.
-_MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0))
-_IPV4_MAPPED_PREFIX = "::ffff:"
 
 
 class _DatagramSocketBase(DatagramSocket):
@@ -160,15 +147,7 @@ class _DatagramSocketBase(DatagramSocket):
             if local_address is not None
             else SocketAddress.from_sockaddr(self._family, sock.getsockname())
         )
-        if remote_address is None:
-            try:
-                peer = sock.getpeername()
-            except OSError as error:
-                if error.errno != errno.ENOTCONN:
-                    raise
-            else:
-                remote_address = SocketAddress.from_sockaddr(self._family, peer)
-        self._remote_address = remote_address
+        self._remote_address = remote_address if remote_address is not None else peer_address(sock)
 
     # --- addresses and raw access -------------------------------------------------
 
@@ -219,7 +198,7 @@ class _DatagramSocketBase(DatagramSocket):
                     # MSG_TRUNC in *flags* makes Linux return the datagram's real length
                     # even when it was longer than the buffer (recv(2), udp(7), unix(7));
                     # MSG_TRUNC in the returned msg_flags says it was cut.
-                    size, _, flags, address = self._socket.recvmsg_into((target,), 0, _MSG_TRUNC)
+                    size, _, flags, address = self._socket.recvmsg_into((target,), 0, MSG_TRUNC)
                     break
                 except BlockingIOError:
                     self._wait(select.POLLIN, deadline, seconds, operation)
@@ -233,7 +212,7 @@ class _DatagramSocketBase(DatagramSocket):
         finally:
             self._buffers.append(buffer)
             del self._buffers[1:]
-        if flags & _MSG_TRUNC:
+        if flags & MSG_TRUNC:
             # Where the kernel does not report the real length, ``size`` is what fit:
             # the best lower bound there is.
             raise DatagramTruncated(data, max(size, len(data)), self._sender(address))
@@ -243,7 +222,7 @@ class _DatagramSocketBase(DatagramSocket):
         try:
             buffer = self._buffers.pop()
         except IndexError:
-            return bytearray(max(max_bytes, _DEFAULT_MAX_BYTES))
+            return bytearray(max(max_bytes, DEFAULT_MAX_BYTES))
         if len(buffer) < max_bytes:
             return bytearray(max_bytes)
         return buffer
@@ -259,7 +238,7 @@ class _DatagramSocketBase(DatagramSocket):
     def _make_sender(self, address: Any) -> SocketAddress:
         return SocketAddress.from_sockaddr(self._family, address)
 
-    def recv(self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None) -> bytes:
+    def recv(self, max_bytes: int = DEFAULT_MAX_BYTES, *, timeout: float | None = None) -> bytes:
         """Receive one datagram's payload (``b""`` for a zero-length datagram, not EOF).
 
         Meant for connected sockets (the kernel then only delivers datagrams from the
@@ -448,10 +427,7 @@ class UDPSocket(_DatagramSocketBase):
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"UDPSocket needs an AF_INET or AF_INET6 socket, not {sock.family!r}")
         super().__init__(sock, timeout=timeout)
-        self._dual_stack = (
-            sock.family == socket.AF_INET6
-            and sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
-        )
+        self._dual_stack = is_dual_stack(sock)
         # (SocketAddress, sockaddr, limit) of the last destination, keyed by identity:
         # replying to the sender recvfrom returned (cached there too) converts nothing.
         self._destination_cache: tuple[SocketAddress, Any, int] | None = None
@@ -480,7 +456,12 @@ class UDPSocket(_DatagramSocketBase):
             _, sockaddr, limit = cached
         else:
             destination = self._destination(address, deadline)
-            sockaddr, limit = self._sockaddr_for(destination)
+            sockaddr, limit = destination_sockaddr(
+                destination,
+                family=self._family,
+                dual_stack=self._dual_stack,
+                local_address=self._local_address,
+            )
             if destination is address:
                 self._destination_cache = (destination, sockaddr, limit)
         self._send_raw(
@@ -493,7 +474,7 @@ class UDPSocket(_DatagramSocketBase):
         )
 
     def recvfrom(
-        self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None
+        self, max_bytes: int = DEFAULT_MAX_BYTES, *, timeout: float | None = None
     ) -> tuple[bytes, SocketAddress]:
         """Receive one datagram and its sender.
 
@@ -531,38 +512,9 @@ class UDPSocket(_DatagramSocketBase):
             return infos[0].address
         raise TypeError(f"address must be a SocketAddress or a (host, port) tuple, not {address!r}")
 
-    def _sockaddr_for(self, address: SocketAddress) -> tuple[Any, int]:
-        if address.family == socket.AF_INET:
-            if self._family == socket.AF_INET:
-                return (address.host, address.port), IPV4_MAX_DATAGRAM
-            if self._dual_stack:
-                # The kernel sends to ::ffff:a.b.c.d as IPv4 (RFC 4291 section 2.5.5.2).
-                mapped = (_IPV4_MAPPED_PREFIX + address.host, address.port, 0, 0)
-                return mapped, IPV4_MAX_DATAGRAM
-        elif address.family == socket.AF_INET6 and self._family == socket.AF_INET6:
-            return address.to_sockaddr(), _limit_for_ipv6(address)
-        raise AddressError(
-            f"cannot send to {address} from {_family_name(self)} socket "
-            f"{self._local_address}; open the socket for that address family"
-        )
-
     def _connected_limit(self) -> int | None:
         remote = self._remote_address
-        if remote is None or remote.family == socket.AF_INET:
-            return IPV4_MAX_DATAGRAM
-        return _limit_for_ipv6(remote)
-
-
-def _limit_for_ipv6(address: SocketAddress) -> int:
-    if address.host.startswith(_IPV4_MAPPED_PREFIX) and "." in address.host:
-        return IPV4_MAX_DATAGRAM
-    return IPV6_MAX_DATAGRAM
-
-
-def _family_name(udp: UDPSocket) -> str:
-    if udp._family == socket.AF_INET:
-        return "an IPv4"
-    return "a dual-stack IPv6" if udp._dual_stack else "an IPv6-only"
+        return IPV4_MAX_DATAGRAM if remote is None else datagram_limit(remote)
 
 
 class UnixDatagramSocket(_DatagramSocketBase):
@@ -620,7 +572,7 @@ class UnixDatagramSocket(_DatagramSocketBase):
         )
 
     def recvfrom(
-        self, max_bytes: int = _DEFAULT_MAX_BYTES, *, timeout: float | None = None
+        self, max_bytes: int = DEFAULT_MAX_BYTES, *, timeout: float | None = None
     ) -> tuple[bytes, SocketAddress]:
         """Receive one datagram and its sender.
 
@@ -693,9 +645,9 @@ def open_udp(
     """
     local_port_number = parse_port(local_port, protocol="udp")
     local = None if local_host is None else check_host(local_host)
-    lookup_family = _check_family(family)
+    lookup_family = check_family(family)
     if remote is not None:
-        remote_host, remote_port = _parse_remote(remote)
+        remote_host, remote_port = parse_remote(remote)
         return _open_connected(
             remote_host,
             remote_port,
@@ -705,132 +657,21 @@ def open_udp(
             reuse_port=reuse_port,
         )
     if local is None:
-        return _open_wildcard(local_port_number, lookup_family, reuse_port=reuse_port)
+        return bind_wildcard(
+            _new_socket, UDPSocket, local_port_number, lookup_family, reuse_port=reuse_port
+        )
     return _open_bound(local, local_port_number, lookup_family, reuse_port=reuse_port)
 
 
-def _check_family(family: int | None) -> int:
-    if family is None or family == 0:
-        return 0
-    if family in (socket.AF_INET, socket.AF_INET6):
-        return family
-    raise ValueError(f"family must be None, AF_INET or AF_INET6, not {family!r}")
-
-
-def _parse_remote(remote: tuple[str, int | str] | str) -> tuple[str, int]:
-    if isinstance(remote, str):
-        endpoint = parse_endpoint(remote)
-        if not isinstance(endpoint, InetEndpoint) or endpoint.host is None:
-            raise AddressError(f"remote must be host:port, not {remote!r}")
-        return endpoint.host, endpoint.port
-    if isinstance(remote, tuple) and len(remote) == 2:
-        host, port = remote
-        if not isinstance(host, str):
-            raise TypeError(f"remote host must be a str, not {type(host).__name__}")
-        return check_host(host), parse_port(port, protocol="udp")
-    raise TypeError(f"remote must be (host, port) or 'host:port', not {remote!r}")
-
-
-def _new_socket(family: int, *, reuse_port: bool) -> socket.socket:
-    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available on this system")
-    sock = SYSTEM_SOCKET_FACTORY.socket(family, socket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        _ensure_buffer_sizes(sock)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _ensure_buffer_sizes(sock: socket.socket) -> None:
-    """Make sure a maximal datagram fits (see _MIN_DATAGRAM_BUFFER); best effort."""
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        try:
-            if sock.getsockopt(socket.SOL_SOCKET, option) < _MIN_DATAGRAM_BUFFER:
-                sock.setsockopt(socket.SOL_SOCKET, option, _MIN_DATAGRAM_BUFFER)
-        except OSError:
-            # A system that refuses keeps its default; an oversized datagram then
-            # still fails clearly, as DatagramTooLarge from the kernel's EMSGSIZE.
-            pass
-
-
-def _bind(sock: socket.socket, sockaddr: Any) -> None:
-    try:
-        sock.bind(sockaddr)
-    except OSError as error:
-        described = format_host_port(str(sockaddr[0]), int(sockaddr[1]))
-        message = f"cannot bind UDP socket to {described}: {error.strerror}"
-        raise OSError(error.errno, message) from error
-
-
-def _open_wildcard(port: int, family: int, *, reuse_port: bool) -> UDPSocket:
-    if family in (0, socket.AF_INET6):
-        try:
-            sock = _new_socket(socket.AF_INET6, reuse_port=reuse_port)
-        except OSError as error:
-            if family == socket.AF_INET6 or error.errno not in _FAMILY_UNAVAILABLE:
-                raise
-        else:
-            try:
-                # Dual-stack unless IPv6 was asked for explicitly: one socket, one port,
-                # both families (RFC 3493 section 5.3); the system default varies
-                # (net.ipv6.bindv6only), so it is always set.
-                v6only = 1 if family == socket.AF_INET6 else 0
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-                _bind(sock, ("::", port))
-                return UDPSocket(sock)
-            except OSError as error:
-                sock.close()
-                if family == socket.AF_INET6 or error.errno not in _FAMILY_UNAVAILABLE:
-                    raise
-            except BaseException:
-                sock.close()
-                raise
-    sock = _new_socket(socket.AF_INET, reuse_port=reuse_port)
-    try:
-        _bind(sock, ("0.0.0.0", port))
-        return UDPSocket(sock)
-    except BaseException:
-        sock.close()
-        raise
+def _new_socket(family: int, type: int, proto: int) -> socket.socket:
+    return SYSTEM_SOCKET_FACTORY.socket(family, type, proto)
 
 
 def _open_bound(host: str, port: int, family: int, *, reuse_port: bool) -> UDPSocket:
     infos = default_resolver().getaddrinfo(
         host, port, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
     )
-    first_error: OSError | None = None
-    for info in infos:
-        try:
-            sock = _new_socket(info.family, reuse_port=reuse_port)
-        except OSError as error:
-            if error.errno not in _FAMILY_UNAVAILABLE:
-                raise
-            first_error = first_error or error
-            continue
-        try:
-            if info.family == socket.AF_INET6 and info.sockaddr[0] == "::":
-                sock.setsockopt(
-                    socket.IPPROTO_IPV6,
-                    socket.IPV6_V6ONLY,
-                    1 if family == socket.AF_INET6 else 0,
-                )
-            _bind(sock, info.sockaddr)
-            return UDPSocket(sock)
-        except OSError as error:
-            sock.close()
-            if error.errno not in _FAMILY_UNAVAILABLE:
-                raise
-            first_error = first_error or error
-        except BaseException:
-            sock.close()
-            raise
-    if first_error is None:
-        raise ResolutionError(host, "no addresses to bind to")
-    raise first_error
+    return bind_first(_new_socket, UDPSocket, host, infos, family, reuse_port=reuse_port)
 
 
 def _open_connected(
@@ -851,44 +692,17 @@ def _open_connected(
         local_infos = resolver.getaddrinfo(
             local_host, local_port, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
         )
-    started = time.monotonic()
-    attempts: list[ConnectAttempt] = []
-    last_error: OSError | None = None
-    for info in remote_infos:
-        try:
-            return _connect_one(info, local_infos, local_port=local_port, reuse_port=reuse_port)
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise  # the local port is taken: no other remote address changes that
-            attempts.append(ConnectAttempt(str(info.address), error, time.monotonic() - started))
-            last_error = error
-    raise connect_error_from_attempts(remote_host, remote_port, attempts) from last_error
-
-
-def _connect_one(
-    remote: AddrInfo,
-    local_infos: list[AddrInfo] | None,
-    *,
-    local_port: int,
-    reuse_port: bool,
-) -> UDPSocket:
-    local: AddrInfo | None = None
-    if local_infos is not None:
-        local = next((info for info in local_infos if info.family == remote.family), None)
-        if local is None:
-            raise OSError(errno.EAFNOSUPPORT, "the local host has no address of this family")
-    sock = _new_socket(remote.family, reuse_port=reuse_port)
-    try:
-        if local is not None:
-            _bind(sock, local.sockaddr)
-        elif local_port:
-            wildcard = "::" if remote.family == socket.AF_INET6 else "0.0.0.0"
-            _bind(sock, (wildcard, local_port))
-        sock.connect(remote.sockaddr)
-        return UDPSocket(sock)
-    except BaseException:
-        sock.close()
-        raise
+    return connect_first(
+        _new_socket,
+        UDPSocket,
+        remote_host,
+        remote_port,
+        remote_infos,
+        local_infos=local_infos,
+        local_port=local_port,
+        reuse_port=reuse_port,
+        clock=time.monotonic,
+    )
 
 
 def open_unix_datagram(
