@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         SockitError,
     )
     from sockit.proto.framing import Delimited, LengthPrefixed, Lines
+    from sockit.serve.server import serve
     from sockit.sync import (
         FramedStream,
         SocketListener,
@@ -131,6 +132,7 @@ __all__ = [
     "open_unix_datagram",
     "parse_endpoint",
     "parse_port",
+    "serve",
 ]
 
 
@@ -139,6 +141,12 @@ if not TYPE_CHECKING:
     # such as ``sockit.conect`` is still a type error for users.
 
     def __getattr__(name: str) -> object:
+        if name == "serve":
+            # The package sockit.serve is callable (it forwards to serve()), and
+            # importing it binds it here, as any submodule import would.
+            import sockit.serve  # noqa: PLC0415
+
+            return sockit.serve
         module_name = _LAZY.get(name)
         if module_name is None:
             raise AttributeError(f"module 'sockit' has no attribute {name!r}")

@@ -51,3 +51,17 @@ def test_version_command_imports_almost_nothing() -> None:
     )
     assert result.stdout.startswith("sockit ")
     assert result.stderr.strip() == ""
+
+
+def test_sockit_serve_is_callable_as_design_md_spells_it() -> None:
+    # Importing a submodule binds the package to sockit.serve, as any import would; the
+    # call still works (the package forwards calls to serve()).
+    from sockit.serve.server import Server  # noqa: PLC0415
+
+    def hello(stream: sockit.SocketStream) -> None:
+        stream.sendall(b"hello\n")
+
+    with sockit.serve(hello, 0, "127.0.0.1") as server:
+        assert isinstance(server, Server)
+        with sockit.connect("127.0.0.1", server.port, timeout=5) as client:
+            assert client.recv_line(timeout=5) == b"hello"

@@ -15,6 +15,7 @@ from test_serve_load import MIB, echo_concurrently
 
 import sockit
 from sockit.serve import serve
+from sockit.serve.services import async_echo as service_echo
 from sockit.testing.faults import FaultySocketFactory
 
 if TYPE_CHECKING:
@@ -251,3 +252,59 @@ def test_missing_proxy_header_aborts_the_connection() -> None:
                 while client.recv(timeout=5):
                     pass
     assert server.stats.errors == 1
+
+
+# --- the built-in services' faster path (the loop accepts, a bare protocol serves) ----
+
+
+def test_builtin_echo_fast_path_200_clients_1_mib_with_backpressure() -> None:
+    with serve(service_echo, 0, "127.0.0.1", mode="async") as server:
+        assert echo_concurrently(server.port, clients=200, size=MIB, timeout=60) == []
+        deadline = time.monotonic() + 5
+        while server.active_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.active_connections == 0
+    assert (server.stats.accepted, server.stats.refused, server.stats.errors) == (200, 0, 0)
+
+
+def test_builtin_echo_fast_path_half_close_and_limits() -> None:
+    with serve(service_echo, 0, "127.0.0.1", mode="async", max_connections=1) as server:
+        with sockit.connect("127.0.0.1", server.port, timeout=5) as first:
+            first.sendall(b"abc")
+            assert first.recv_exactly(3, timeout=5) == b"abc"
+            with sockit.connect("127.0.0.1", server.port, timeout=5) as refused:
+                assert refused.recv(timeout=5) == b""  # over the limit: closed at once
+            first.sendall(b"tail")
+            first.send_eof()  # half-close: everything echoed, then EOF
+            assert first.recv_exactly(4, timeout=5) == b"tail"
+            assert first.recv(timeout=5) == b""
+        assert server.stats.refused == 1
+    with serve(service_echo, 0, "127.0.0.1", mode="async", deny=["127.0.0.1"]) as server:
+        with sockit.connect("127.0.0.1", server.port, timeout=5) as denied:
+            assert denied.recv(timeout=5) == b""
+    assert server.stats.denied == 1
+
+
+def test_builtin_echo_fast_path_drain_refuses_new_and_abort_resets() -> None:
+    server = serve(service_echo, 0, "127.0.0.1", mode="async", drain_timeout=0.3)
+    server.start()
+    with sockit.connect("127.0.0.1", server.port, timeout=5) as idle:
+        idle.sendall(b"x")
+        assert idle.recv_exactly(1, timeout=5) == b"x"
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                sockit.connect("127.0.0.1", server.port, timeout=5).close()
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("still accepting after shutdown()")
+        # The idle connection outlives the drain timeout: it is reset, not closed.
+        with pytest.raises(ConnectionResetError):
+            idle.recv(timeout=5)
+        stopper.join(10)
+    assert not stopper.is_alive()
+    assert server.active_connections == 0

@@ -425,6 +425,11 @@ def _serve(plan: _Plan, log_handler: logging.Handler) -> int:
         sys.stderr.write(f"{_PROG}: {error}\n")
         return EXIT_NETWORK_ERROR
     _announce(plan, log_handler, server.addresses)
+    # serve_forever routes SIGTERM/SIGINT to a graceful drain while it runs and puts the
+    # previous handlers back when it returns. Those are ours, not the defaults: a late
+    # signal after the drain (a supervisor repeating "stop" as we exit) must end the
+    # process with the exit status it was about to return, not kill it by signal.
+    _exit_quietly_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -434,16 +439,19 @@ def _serve(plan: _Plan, log_handler: logging.Handler) -> int:
         server.shutdown(drain_timeout=0)
         sys.stderr.write(f"{_PROG}: {error}\n")
         return EXIT_NETWORK_ERROR
-    # The drain is complete and the process is about to exit 0. serve_forever has put
-    # the default handlers back, under which a late second signal (a supervisor's
-    # "stop" arriving just now) would kill the process and turn a clean stop into a
-    # death by signal; it asks for what is already happening, so ignore it.
+    return EXIT_OK
+
+
+def _exit_quietly_on_signals() -> None:
     import signal  # noqa: PLC0415 (lazy: start-up time)
+
+    def exit_ok(signum: int, frame: object) -> None:
+        del signum, frame
+        raise SystemExit(EXIT_OK)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError):  # not the main thread: nothing to protect
-            signal.signal(signum, signal.SIG_IGN)
-    return EXIT_OK
+            signal.signal(signum, exit_ok)
 
 
 def _build_server(plan: _Plan, logger: logging.Logger) -> _Serving:

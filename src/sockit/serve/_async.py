@@ -14,6 +14,11 @@ through ``call_soon_threadsafe``. The same contracts as the blocking modes hold:
 * ``stop_accepting`` refuses new connects at once; ``wait_closed`` keeps the loop
   running until every handler has finished; ``abort`` resets every connection.
 
+The built-in echo and discard services take a faster path when no per-connection
+feature needs a stream (no PROXY header, no idle timeout): the loop's own server accepts
+in C (libuv's accept loop under uvloop) and each connection is a bare protocol, as in a
+hand-written uvloop server; the same policy, limit, counting, drain and abort apply.
+
 Must never block the loop: no blocking socket call runs on it, and the PROXY header is
 read with exact-size receives so no byte meant for the handler is read ahead.
 """
@@ -27,8 +32,10 @@ import itertools
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from sockit.addr import SocketAddress
+from sockit.addr.binding import DEFAULT_BACKLOG
 from sockit.aio import AsyncSocketListener, AsyncSocketStream, new_event_loop
 from sockit.errors import ClosedResourceError, ProxyProtocolError
 from sockit.proto.accept import AcceptAction, classify_accept_error
@@ -40,6 +47,7 @@ from sockit.serve._accept import (
     RateLimitedLog,
     Stat,
 )
+from sockit.serve.services import async_discard, async_echo
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -74,6 +82,13 @@ class AsyncMode:
         self._all_done = threading.Event()
         self._all_done.set()
         self._connection_ended: asyncio.Event | None = None
+        # The built-in service's protocol, when the faster path applies.
+        self._fast: type[_ServiceProtocol] | None = None
+        if not context.proxy_protocol and context.idle_timeout is None:
+            self._fast = _FAST_SERVICES.get(context.handler)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._transports: set[asyncio.Transport] = set()
+        self._stop_event: asyncio.Event | None = None
 
     # --- ModeRunner ------------------------------------------------------------------
 
@@ -131,11 +146,19 @@ class AsyncMode:
     def _close_listeners(self) -> None:
         if self._listener is not None:
             self._listener.close_now()  # unregisters from the loop before closing
+        for server in self._servers:
+            server.close()  # stops the loop's own accepting, closes its sockets
+        if self._stop_event is not None:
+            self._stop_event.set()
         self._context.listener.close()  # the same sockets, plus a UNIX file we own
 
     async def _accept_loop(self) -> None:
         self._connection_ended = asyncio.Event()
+        self._stop_event = asyncio.Event()
         if self._stopping:
+            return
+        if self._fast is not None:
+            await self._serve_protocols(self._fast)
             return
         listener = AsyncSocketListener(self._context.listener.sockets)
         self._listener = listener
@@ -283,12 +306,81 @@ class AsyncMode:
             await asyncio.gather(
                 *(task for task, _ in list(self._tasks.values())), return_exceptions=True
             )
+        ended = self._connection_ended
+        while self._transports and ended is not None:
+            ended.clear()
+            await ended.wait()
+
+    # --- the faster path of the built-in services ----------------------------------
+
+    async def _serve_protocols(self, protocol: type[_ServiceProtocol]) -> None:
+        loop = asyncio.get_running_loop()
+        stop = self._stop_event
+        for sock in self._context.listener.sockets:
+            # backlog: create_server listens again; keep the system maximum.
+            server = await loop.create_server(
+                lambda: protocol(self), sock=sock, backlog=DEFAULT_BACKLOG
+            )
+            self._servers.append(server)
+        if stop is not None and not self._stopping:
+            await stop.wait()
+
+    def _admit_transport(self, transport: asyncio.Transport) -> bool:
+        """Apply the policy and the limit to a connection the loop accepted."""
+        context = self._context
+        counters = self._counters
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        remote = SocketAddress.from_sockaddr(sock.family, peer) if sock is not None else None
+        policy = context.access_policy
+        if (
+            policy is not None
+            and remote is not None
+            and not remote.is_unix
+            and not _permits(policy.permits, remote.host)
+        ):
+            counters.add(Stat.REFUSED)
+            counters.add(Stat.DENIED)
+            self._logger.debug("refused %s: not permitted by the access policy", remote)
+            transport.close()
+            return False
+        if counters.get(Stat.ACTIVE) >= context.max_connections:
+            counters.add(Stat.REFUSED)
+            self._limit_log.log(
+                logging.WARNING,
+                "connection limit reached (max_connections=%d): closing %s",
+                context.max_connections,
+                remote,
+            )
+            transport.close()
+            return False
+        counters.add(Stat.ACTIVE)
+        counters.add(Stat.ACCEPTED)
+        self._transports.add(transport)
+        self._all_done.clear()
+        if self._logger.isEnabledFor(logging.DEBUG):
+            self._logger.debug("accepted %s", remote)
+        return True
+
+    def _transport_ended(self, transport: asyncio.Transport) -> None:
+        self._transports.discard(transport)
+        self._counters.add(Stat.ACTIVE, -1)
+        if self._connection_ended is not None:
+            self._connection_ended.set()
+        if not self._transports and not self._tasks:
+            self._all_done.set()
 
     def _abort_on_loop(self) -> None:
         for number, (task, stream) in list(self._tasks.items()):
             self._aborting.add(number)
             stream.abort()
             task.cancel()
+        for transport in list(self._transports):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+            transport.abort()
 
     def _close_loop(self) -> None:
         loop = self._loop
@@ -344,3 +436,60 @@ def _permits(check: Callable[[str], bool], host: str) -> bool:
         return check(host)
     except ValueError:
         return False
+
+
+_LINGER_ZERO = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {1, 0}: RST on close
+
+
+class _ServiceProtocol(asyncio.Protocol):
+    """One connection of a built-in service on the faster path."""
+
+    def __init__(self, mode: AsyncMode) -> None:
+        self._mode = mode
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's transports are full transports (asyncio's and uvloop's).
+        stream_transport = cast("asyncio.Transport", transport)
+        if self._mode._admit_transport(stream_transport):
+            self._transport = stream_transport
+
+    def eof_received(self) -> bool:
+        # False: the transport closes itself once what is queued was sent, so the
+        # client gets every byte and then EOF (the stream handlers' send_eof + close).
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._mode._transport_ended(self._transport)
+            self._transport = None
+
+
+class _EchoProtocol(_ServiceProtocol):
+    """RFC 862 echo: every byte back; reading pauses while the client does not read, so
+    a client that never reads cannot make the server buffer without bound."""
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+
+class _DiscardProtocol(_ServiceProtocol):
+    """RFC 863 discard: read and drop."""
+
+    def data_received(self, data: bytes) -> None:
+        del data
+
+
+_FAST_SERVICES: dict[object, type[_ServiceProtocol]] = {
+    async_echo: _EchoProtocol,
+    async_discard: _DiscardProtocol,
+}
