@@ -45,6 +45,7 @@ from sockit.addr import SocketAddress, check_host, default_resolver, parse_port
 from sockit.errors import ClosedResourceError
 from sockit.proto.access import AccessPolicy
 from sockit.serve._signals import install_shutdown_handlers, signal_name
+from sockit.serve.services import udp_echo
 from sockit.sync import UDPSocket, open_udp
 
 if TYPE_CHECKING:
@@ -289,6 +290,8 @@ class UDPServer:
         family = raw.family
         stats = self.stats
         stopping = self._stopping
+        echo = handler is udp_echo
+        sendto = raw.sendto
         for _ in range(self._batch):
             try:
                 data, raw_sender = recvfrom(_RECEIVE_SIZE)
@@ -310,6 +313,16 @@ class UDPServer:
                 stats.refused += 1
                 continue
             stats.received += 1
+            if echo:
+                # The built-in echo: the reply goes back to the address exactly as the
+                # kernel gave it, without the generic send path's conversions.
+                try:
+                    sendto(data, raw_sender)
+                except OSError as error:
+                    if error.errno not in _PER_DATAGRAM_ERRNOS:  # not an old ICMP error
+                        stats.errors += 1
+                        self._log_failure(error, sender)
+                continue
             try:
                 handler(data, sender, sock)
             except Exception as error:  # noqa: BLE001 (one datagram must not stop the server)
