@@ -26,7 +26,12 @@ SERVER = textwrap.dedent(
         while data := stream.recv(65536):
             stream.sendall(data)
 
-    server = serve(echo, 0, "127.0.0.1", mode=sys.argv[1], drain_timeout=float(sys.argv[2]))
+    async def async_echo(stream):
+        while data := await stream.recv(65536):
+            await stream.sendall(data)
+
+    handler = async_echo if sys.argv[1] == "async" else echo
+    server = serve(handler, 0, "127.0.0.1", mode=sys.argv[1], drain_timeout=float(sys.argv[2]))
     print(server.port, flush=True)
     server.serve_forever()
     """
@@ -87,7 +92,7 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("mode", ["thread", "fork"])
+@pytest.mark.parametrize("mode", ["thread", "fork", "async"])
 def test_sigterm_refuses_new_connects_at_once_and_lets_50_transfers_finish(mode: str) -> None:
     server = ServerProcess(mode, drain_timeout=10)
     ready = threading.Barrier(TRANSFERS + 1)
