@@ -57,6 +57,7 @@ from sockit.proto.proxy import parse_proxy_header
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sockit.addr import SocketAddress
     from sockit.proto.proxy import ProxyHeader
     from sockit.serve.server import ServeContext
     from sockit.sync import SocketStream
@@ -79,7 +80,9 @@ __all__ = [
     "ThreadMode",
     "Waker",
     "in_handler",
+    "log_accept_back_off",
     "read_proxy_header",
+    "refuse_reason",
     "run_connection",
 ]
 
@@ -478,6 +481,55 @@ def _apply_proxy_header(context: ServeContext, connection: Connection) -> bool:
 # --- the accept loop -------------------------------------------------------------------
 
 
+def refuse_reason(
+    context: ServeContext,
+    counters: Counters,
+    remote: SocketAddress | None,
+    limit_log: RateLimitedLog,
+) -> str | None:
+    """The server-wide admission rules, shared by every mode: the access policy, then
+    ``max_connections``. Returns ``None`` to admit, or why the connection is refused
+    (already counted in ``counters`` and logged: a denial at debug level, the limit at
+    most once a second)."""
+    policy = context.access_policy
+    if (
+        policy is not None
+        and remote is not None
+        and not remote.is_unix
+        and not _permits(policy.permits, remote.host)
+    ):
+        counters.add(Stat.REFUSED)
+        counters.add(Stat.DENIED)
+        context.logger.debug("refused %s: not permitted by the access policy", remote)
+        return "denied"
+    if counters.get(Stat.ACTIVE) >= context.max_connections:
+        counters.add(Stat.REFUSED)
+        limit_log.log(
+            logging.WARNING,
+            "connection limit reached (max_connections=%d): closing %s",
+            context.max_connections,
+            remote,
+        )
+        return "limit"
+    return None
+
+
+def log_accept_back_off(
+    counters: Counters, resource_log: RateLimitedLog, error: OSError, delay: float
+) -> None:
+    """Count a resource error of ``accept`` and log it (at most once a second)."""
+    counters.add(Stat.ACCEPT_ERRORS)
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    resource_log.log(
+        logging.WARNING,
+        "accept failed: %s (%s); %d connection(s) open, retrying in %.2f s",
+        name,
+        error.strerror or error,
+        counters.get(Stat.ACTIVE),
+        delay,
+    )
+
+
 class SyncAcceptRunner:
     """The accept loop of the blocking modes; subclasses say how a connection runs.
 
@@ -616,17 +668,8 @@ class SyncAcceptRunner:
             self._admit(stream)
 
     def _back_off(self, error: OSError, closes_before: int) -> None:
-        self._counters.add(Stat.ACCEPT_ERRORS)
         delay = self._backoff.next_delay()
-        name = errno.errorcode.get(error.errno or 0, str(error.errno))
-        self._resource_log.log(
-            logging.WARNING,
-            "accept failed: %s (%s); %d connection(s) open, retrying in %.2f s",
-            name,
-            error.strerror or error,
-            self._counters.get(Stat.ACTIVE),
-            delay,
-        )
+        log_accept_back_off(self._counters, self._resource_log, error, delay)
         self._waiting_for_close = True
         try:
             # A connection that ended since the failed accept gave an fd back: retry now.
@@ -637,25 +680,8 @@ class SyncAcceptRunner:
             self._waiting_for_close = False
 
     def _admit(self, stream: SocketStream) -> None:
-        context = self._context
         counters = self._counters
-        policy = context.access_policy
-        if policy is not None:
-            remote = stream.remote_address
-            if not remote.is_unix and not _permits(policy.permits, remote.host):
-                counters.add(Stat.REFUSED)
-                counters.add(Stat.DENIED)
-                self._logger.debug("refused %s: not permitted by the access policy", remote)
-                close_refused(stream)
-                return
-        if counters.get(Stat.ACTIVE) >= context.max_connections:
-            counters.add(Stat.REFUSED)
-            self._limit_log.log(
-                logging.WARNING,
-                "connection limit reached (max_connections=%d): closing %s",
-                context.max_connections,
-                stream.remote_address,
-            )
+        if refuse_reason(self._context, counters, stream.remote_address, self._limit_log):
             close_refused(stream)
             return
         try:

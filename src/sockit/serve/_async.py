@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
 import socket
@@ -46,6 +45,8 @@ from sockit.serve._accept import (
     Backoff,
     RateLimitedLog,
     Stat,
+    log_accept_back_off,
+    refuse_reason,
 )
 from sockit.serve.services import async_discard, async_echo
 
@@ -187,17 +188,8 @@ class AsyncMode:
         return self._stopping
 
     async def _back_off(self, error: OSError) -> None:
-        self._counters.add(Stat.ACCEPT_ERRORS)
         delay = self._backoff.next_delay()
-        name = errno.errorcode.get(error.errno or 0, str(error.errno))
-        self._resource_log.log(
-            logging.WARNING,
-            "accept failed: %s (%s); %d connection(s) open, retrying in %.2f s",
-            name,
-            error.strerror or error,
-            self._counters.get(Stat.ACTIVE),
-            delay,
-        )
+        log_accept_back_off(self._counters, self._resource_log, error, delay)
         ended = self._connection_ended
         if ended is None:
             await asyncio.sleep(delay)
@@ -208,24 +200,8 @@ class AsyncMode:
             await asyncio.wait_for(ended.wait(), delay)
 
     async def _admit(self, stream: AsyncSocketStream) -> None:
-        context = self._context
         counters = self._counters
-        policy = context.access_policy
-        remote = stream.remote_address
-        if policy is not None and not remote.is_unix and not _permits(policy.permits, remote.host):
-            counters.add(Stat.REFUSED)
-            counters.add(Stat.DENIED)
-            self._logger.debug("refused %s: not permitted by the access policy", remote)
-            await _close_refused(stream)
-            return
-        if counters.get(Stat.ACTIVE) >= context.max_connections:
-            counters.add(Stat.REFUSED)
-            self._limit_log.log(
-                logging.WARNING,
-                "connection limit reached (max_connections=%d): closing %s",
-                context.max_connections,
-                remote,
-            )
+        if refuse_reason(self._context, counters, stream.remote_address, self._limit_log):
             await _close_refused(stream)
             return
         number = next(self._numbers)
@@ -327,31 +303,11 @@ class AsyncMode:
 
     def _admit_transport(self, transport: asyncio.Transport) -> bool:
         """Apply the policy and the limit to a connection the loop accepted."""
-        context = self._context
         counters = self._counters
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         remote = SocketAddress.from_sockaddr(sock.family, peer) if sock is not None else None
-        policy = context.access_policy
-        if (
-            policy is not None
-            and remote is not None
-            and not remote.is_unix
-            and not _permits(policy.permits, remote.host)
-        ):
-            counters.add(Stat.REFUSED)
-            counters.add(Stat.DENIED)
-            self._logger.debug("refused %s: not permitted by the access policy", remote)
-            transport.close()
-            return False
-        if counters.get(Stat.ACTIVE) >= context.max_connections:
-            counters.add(Stat.REFUSED)
-            self._limit_log.log(
-                logging.WARNING,
-                "connection limit reached (max_connections=%d): closing %s",
-                context.max_connections,
-                remote,
-            )
+        if refuse_reason(self._context, counters, remote, self._limit_log):
             transport.close()
             return False
         counters.add(Stat.ACTIVE)
@@ -429,13 +385,6 @@ async def _close_refused(stream: AsyncSocketStream) -> None:
     with contextlib.suppress(OSError):
         stream.socket.recv(65536, socket.MSG_DONTWAIT)
     await stream.aclose()
-
-
-def _permits(check: Callable[[str], bool], host: str) -> bool:
-    try:
-        return check(host)
-    except ValueError:
-        return False
 
 
 _LINGER_ZERO = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {1, 0}: RST on close
