@@ -23,9 +23,11 @@ closed before the error propagates.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "SocketMaker",
     "bind_listening_sockets",
+    "set_linger_zero",
     "set_nodelay",
     "start_connect",
     "unique_infos",
@@ -191,6 +194,21 @@ def start_connect(
         sock.close()
         raise
     return sock
+
+
+# struct linger {l_onoff = 1, l_linger = 0}: close() sends RST and drops unsent data.
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def set_linger_zero(sock: socket.socket) -> None:
+    """Make the next ``close()`` of ``sock`` a reset (RST) that drops unsent data.
+
+    How a failure is passed on (a relay's reset leg, a server's abort) so the peer cannot
+    mistake a cut-off connection for a complete one. Errors are ignored: the socket may
+    already be gone, and the close that follows releases it either way.
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
 
 
 def set_nodelay(sock: socket.socket) -> None:

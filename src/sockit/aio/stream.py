@@ -44,10 +44,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-import struct
 from typing import IO, TYPE_CHECKING, NoReturn, cast
 
 from sockit.addr import SocketAddress
+from sockit.addr.binding import set_linger_zero
 from sockit.aio._buffered import AsyncBufferedStream
 from sockit.aio._wait import EXPIRED, expire
 from sockit.errors import ClosedResourceError, PeerClosedError, translate_os_error
@@ -78,9 +78,6 @@ high-water mark plus one piece, instead of the caller's whole (possibly huge) bu
 # ratio both loops use for their write buffers): far enough below the limit that a
 # reader consuming small pieces does not toggle the transport on every call.
 _RECEIVE_RESUME = RECEIVE_BUFFER_LIMIT // 4
-
-# struct linger {l_onoff = 1, l_linger = 0}: close() sends RST and drops unsent data.
-_LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -712,10 +709,7 @@ class AsyncSocketStream(AsyncBufferedStream):
         return protocol
 
     def _set_linger_zero(self) -> None:
-        try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        except OSError:
-            pass  # closing below still releases the socket
+        set_linger_zero(self._socket)
 
     @property
     def closed(self) -> bool:

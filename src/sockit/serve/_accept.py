@@ -50,6 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sockit.addr.binding import set_linger_zero
 from sockit.errors import ClosedResourceError, EndOfStream, IncompleteRead, ProxyProtocolError
 from sockit.proto.accept import AcceptAction, classify_accept_error
 from sockit.proto.proxy import parse_proxy_header
@@ -104,8 +105,6 @@ ABORT_READER_GRACE = 0.2
 """After shutting the reading side on abort, how long handlers get to notice before
 the writing side is shut and the stream closed under them."""
 
-# struct linger {l_onoff = 1, l_linger = 0}: close() sends RST and drops unsent data.
-_LINGER_ZERO = struct.pack("ii", 1, 0)
 
 _local = threading.local()
 
@@ -345,8 +344,7 @@ class Connection:
         EOF). Sends nothing to the peer. Safe from any thread."""
         self.aborting = True
         sock = self.stream.socket
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        set_linger_zero(sock)
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RD)
 

@@ -34,7 +34,7 @@ import threading
 from typing import TYPE_CHECKING, cast
 
 from sockit.addr import SocketAddress
-from sockit.addr.binding import DEFAULT_BACKLOG
+from sockit.addr.binding import DEFAULT_BACKLOG, set_linger_zero
 from sockit.aio import AsyncSocketListener, AsyncSocketStream, new_event_loop
 from sockit.errors import ClosedResourceError, ProxyProtocolError
 from sockit.proto.accept import AcceptAction, classify_accept_error
@@ -216,11 +216,13 @@ class AsyncMode:
     async def _run(self, number: int, stream: AsyncSocketStream) -> None:
         context = self._context
         logger = self._logger
-        label = _label(stream)
+        # The 4-tuple for log lines, made only when one is written: getsockname is a
+        # syscall, and most connections never log anything.
+        label: str | None = None
         stream.timeout = context.idle_timeout
         try:
             if context.proxy_protocol:
-                proxied = await self._apply_proxy_header(stream, label)
+                proxied = await self._apply_proxy_header(stream, _label(stream))
                 if proxied is None:
                     self._aborting.add(number)
                     self._counters.add(Stat.ERRORS)
@@ -228,6 +230,8 @@ class AsyncMode:
                 label = proxied
             await self._handler(stream)
         except Exception as error:
+            if label is None:
+                label = _label(stream)
             if number in self._aborting:
                 logger.debug("connection %s ended by the abort", label, exc_info=True)
             elif isinstance(error, TimeoutError) and context.idle_timeout is not None:
@@ -334,8 +338,7 @@ class AsyncMode:
         for transport in list(self._transports):
             sock = transport.get_extra_info("socket")
             if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+                set_linger_zero(sock)
             transport.abort()
 
     def _close_loop(self) -> None:
@@ -385,9 +388,6 @@ async def _close_refused(stream: AsyncSocketStream) -> None:
     with contextlib.suppress(OSError):
         stream.socket.recv(65536, socket.MSG_DONTWAIT)
     await stream.aclose()
-
-
-_LINGER_ZERO = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {1, 0}: RST on close
 
 
 class _ServiceProtocol(asyncio.Protocol):

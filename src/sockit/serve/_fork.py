@@ -57,7 +57,6 @@ import math
 import os
 import select
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -65,6 +64,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, NoReturn
 
+from sockit.addr.binding import set_linger_zero
 from sockit.serve._accept import (
     Connection,
     Stat,
@@ -110,8 +110,6 @@ EXIT_SETUP_FAILED = 2
 EXIT_ABORTED = 3
 """The child's connection was aborted by ``SIGTERM`` (server shutdown)."""
 
-# struct linger {l_onoff = 1, l_linger = 0}: the kernel sends RST when the child exits.
-_LINGER_ZERO = struct.pack("ii", 1, 0)
 _PID = struct.Struct("=i")
 # A pid of 0 on the notification pipe means "look again" (a new child, or stop).
 _WAKE = _PID.pack(0)
@@ -377,8 +375,7 @@ class ForkMode(SyncAcceptRunner):
 
             def terminate(signum: int, frame: FrameType | None) -> None:
                 del signum, frame  # part of the signal handler signature
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+                set_linger_zero(sock)  # the kernel sends RST when the child exits
                 _exit_child(notify, EXIT_ABORTED)
 
             reset_child_signals(terminate=terminate)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 from typing import IO, TYPE_CHECKING, TypeVar
 
 from sockit.addr import SocketAddress
+from sockit.addr.binding import set_linger_zero
 from sockit.errors import ClosedResourceError
 from sockit.proto.timeouts import resolve_timeout
 from sockit.sync._buffered import BufferedStream
@@ -229,10 +229,7 @@ class SocketStream(BufferedStream):
         """
         if self._closed:
             return
-        try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        except OSError:
-            pass  # the close below still releases the socket
+        set_linger_zero(self._socket)
         self.close()
 
     @property
@@ -258,5 +255,3 @@ class SocketStream(BufferedStream):
 
 
 _ENOTCONN = errno.ENOTCONN
-# struct linger {l_onoff = 1, l_linger = 0}: close() sends RST and drops unsent data.
-_LINGER_ZERO = struct.pack("ii", 1, 0)

@@ -27,20 +27,17 @@ import collections
 import os
 import select
 import socket
-import struct
 import threading
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from sockit.addr.binding import set_linger_zero
 from sockit.sync import SYSTEM_SOCKET_FACTORY
 
 SocketObject: TypeAlias = socket.socket
 """``socket.socket``, named so a method called ``socket`` does not shadow it."""
 
 __all__ = ["AcceptFault", "FaultySocket", "FaultySocketFactory"]
-
-# struct linger {l_onoff = 1, l_linger = 0}: close() sends RST.
-_LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ class FaultySocket(socket.socket):
         self._faults._record(fault.errno)
         if fault.consume:
             conn, _ = super().accept()
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+            set_linger_zero(conn)  # the close is a reset, as in the kernel
             conn.close()
         raise OSError(fault.errno, os.strerror(fault.errno))
 
