@@ -57,7 +57,13 @@ from sockit.proto.happy_eyeballs import (
 )
 from sockit.proto.timeouts import resolve_timeout
 
-__all__ = ["DEFAULT_HAPPY_EYEBALLS_DELAY", "connect", "connect_unix"]
+__all__ = [
+    "DEFAULT_HAPPY_EYEBALLS_DELAY",
+    "connect",
+    "connect_socket",
+    "connect_unix",
+    "connect_unix_socket",
+]
 
 # A non-blocking connect to a UNIX socket whose accept queue is full fails with EAGAIN
 # and, unlike TCP, is not left in progress: nothing will ever report it writable, and
@@ -105,6 +111,33 @@ async def connect(
     attempt succeeds. ``resolver`` replaces the system resolver; it is called on the
     loop's thread and must answer at once (see :mod:`sockit.aio._resolve`). Cancelling
     the call closes every attempt.
+    """
+    sock, address = await connect_socket(
+        host,
+        port,
+        timeout=timeout,
+        happy_eyeballs_delay=happy_eyeballs_delay,
+        family=family,
+        local_address=local_address,
+        resolver=resolver,
+    )
+    return await attach_stream(sock, remote_address=address)
+
+
+async def connect_socket(
+    host: str,
+    port: int | str,
+    *,
+    timeout: float | None = None,
+    happy_eyeballs_delay: float | None = DEFAULT_HAPPY_EYEBALLS_DELAY,
+    family: int | None = None,
+    local_address: tuple[str, int] | str | None = None,
+    resolver: Resolver | None = None,
+) -> tuple[socket.socket, SocketAddress]:
+    """:func:`connect` without the stream: the connected, non-blocking socket (with
+    ``TCP_NODELAY``) and the address it reached, for code that drives the file
+    descriptor itself (the relay's pump). Same arguments, checks and errors; the caller
+    owns (and must close) the socket.
     """
     ascii_host = check_host(host)
     port_number = parse_port(port)
@@ -157,7 +190,7 @@ async def connect(
                 if code == 0:
                     # Exactly one winner: the first completed attempt in attempt order;
                     # any other that completed in the same wake-up is closed below.
-                    return await _make_stream(attempt)
+                    return _winner(attempt)
                 attempt.sock.close()
                 failure = OSError(code, os.strerror(code))
                 schedule.attempt_failed(attempt.index, failure, loop.time())
@@ -166,14 +199,14 @@ async def connect(
             attempt.sock.close()
 
 
-async def _make_stream(attempt: _Attempt) -> AsyncSocketStream:
+def _winner(attempt: _Attempt) -> tuple[socket.socket, SocketAddress]:
     sock = attempt.sock
     try:
         set_nodelay(sock)
     except BaseException:
         sock.close()
         raise
-    return await attach_stream(sock, remote_address=attempt.info.address)
+    return sock, attempt.info.address
 
 
 async def connect_unix(path: str, *, timeout: float | None = None) -> AsyncSocketStream:
@@ -185,6 +218,16 @@ async def connect_unix(path: str, *, timeout: float | None = None) -> AsyncSocke
     socket file is there but nobody listens (a stale file), ``TimeoutError`` if the
     listener's accept queue stays full for ``timeout`` seconds (the connect is retried
     with a short backoff meanwhile, see the module's comments).
+    """
+    sock, address = await connect_unix_socket(path, timeout=timeout)
+    return await attach_stream(sock, remote_address=address)
+
+
+async def connect_unix_socket(
+    path: str, *, timeout: float | None = None
+) -> tuple[socket.socket, SocketAddress]:
+    """:func:`connect_unix` without the stream: the connected, non-blocking socket and
+    its peer address, owned (and to be closed) by the caller. Same checks and errors.
     """
     sockaddr = unix_sockaddr(path)
     address = SocketAddress(socket.AF_UNIX, path=path)
@@ -221,4 +264,4 @@ async def connect_unix(path: str, *, timeout: float | None = None) -> AsyncSocke
     except BaseException:
         sock.close()
         raise
-    return await attach_stream(sock, remote_address=address)
+    return sock, address

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve echo, discard, chargen, daytime or a program per connection",
         description="Run 'sockit serve --help' for the options.",
     )
+    subcommands.add_parser(
+        "relay",
+        add_help=False,
+        help="relay bytes between any two endpoints (tcp, udp, unix, stdio, exec, file)",
+        description="Run 'sockit relay --help' for the endpoint grammar and options.",
+    )
     return parser
 
 
@@ -81,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # without building the parser (argparse and its imports are most of start-up).
         sys.stdout.write(f"sockit {_version()}\n")
         return EXIT_OK
+    if arguments[:1] == ["relay"]:
+        from sockit.cli.relay import run_relay  # noqa: PLC0415 (lazy: start-up time)
+
+        return run_relay(arguments[1:])
     if arguments[:1] == ["serve"]:
         from sockit.cli.serve import run_serve  # noqa: PLC0415 (lazy: start-up time)
 

@@ -17,22 +17,21 @@ Parsing and wiring only: sockets, servers and services live in :mod:`sockit.serv
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
-import json
 import logging
 import math
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sockit.addr import InetEndpoint, UnixEndpoint, parse_endpoint, parse_port
+from sockit.cli._common import Parser, UsageError, add_log_handler
 from sockit.cli.main import EXIT_NETWORK_ERROR, EXIT_OK, EXIT_USAGE
 from sockit.errors import AddressError
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
 __all__ = ["EXIT_INTERRUPTED", "build_serve_parser", "run_serve"]
@@ -69,21 +68,9 @@ class _Serving(Protocol):
     def shutdown(self, drain_timeout: float | None = None) -> None: ...
 
 
-class _UsageError(Exception):
-    """Bad command line: one line on stderr, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (not usage text plus a line) and no exit
-    from inside the parser."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def build_serve_parser() -> argparse.ArgumentParser:
     """The parser of ``sockit serve`` (everything before a ``--``)."""
-    parser = _Parser(
+    parser = Parser(
         prog=_PROG,
         usage=(
             "%(prog)s {echo,discard,chargen,daytime,exec} [ADDR] [options] [-- PROGRAM [ARG...]]"
@@ -205,7 +192,7 @@ def run_serve(argv: Sequence[str]) -> int:
     parser = build_serve_parser()
     try:
         plan = _plan(parser.parse_intermixed_args(options), program)
-    except _UsageError as error:
+    except UsageError as error:
         return _usage_error(str(error))
     except AddressError as error:
         return _usage_error(str(error))
@@ -227,23 +214,23 @@ def _plan(args: argparse.Namespace, program: list[str]) -> _Plan:
     bench = [(name, getattr(args, f"service_{name}")) for name in _SERVICES]
     bench = [(name, value) for name, value in bench if value is not None]
     if len(bench) > 1:
-        raise _UsageError("give one service")
+        raise UsageError("give one service")
     if bench:
         if command is not None:
-            raise _UsageError(f"give the service once: {command!r} or --{bench[0][0]}")
+            raise UsageError(f"give the service once: {command!r} or --{bench[0][0]}")
         command, address = bench[0]
         if args.listen is not None:
-            raise _UsageError(f"--{command} already says where to listen; drop --listen")
+            raise UsageError(f"--{command} already says where to listen; drop --listen")
     if command is None:
-        raise _UsageError("a service is required: echo, discard, chargen, daytime or exec")
+        raise UsageError("a service is required: echo, discard, chargen, daytime or exec")
     if args.listen is not None:
         if address is not None:
-            raise _UsageError("give the address once: as ADDR or with --listen")
+            raise UsageError("give the address once: as ADDR or with --listen")
         address = args.listen
     endpoint, scheme = _parse_listen_address(address)
     udp = bool(args.udp) or scheme == "udp"
     if scheme == "tcp" and args.udp:
-        raise _UsageError("--udp contradicts a tcp: address")
+        raise UsageError("--udp contradicts a tcp: address")
     plan = _Plan(command=command, endpoint=endpoint, udp=udp)
     _plan_program(plan, args, program)
     _plan_options(plan, args)
@@ -253,18 +240,18 @@ def _plan(args: argparse.Namespace, program: list[str]) -> _Plan:
 def _plan_program(plan: _Plan, args: argparse.Namespace, program: list[str]) -> None:
     if plan.command != "exec":
         if program or args.sh_exec is not None:
-            raise _UsageError(f"a program only goes with 'exec', not with {plan.command!r}")
+            raise UsageError(f"a program only goes with 'exec', not with {plan.command!r}")
         return
     if args.sh_exec is not None and program:
-        raise _UsageError("give either --sh-exec COMMAND or -- PROGRAM, not both")
+        raise UsageError("give either --sh-exec COMMAND or -- PROGRAM, not both")
     if args.sh_exec is None and not program:
-        raise _UsageError("exec needs a program: 'exec -- PROGRAM [ARG...]' or --sh-exec")
+        raise UsageError("exec needs a program: 'exec -- PROGRAM [ARG...]' or --sh-exec")
     if plan.udp:
-        raise _UsageError("exec serves stream connections (TCP or UNIX), not UDP")
+        raise UsageError("exec serves stream connections (TCP or UNIX), not UDP")
     if program:
         # Checked now, so a typo is one error at start-up, not one per connection.
         if shutil.which(program[0]) is None:
-            raise _UsageError(f"program not found or not executable: {program[0]!r}")
+            raise UsageError(f"program not found or not executable: {program[0]!r}")
         plan.program = program
     else:
         plan.shell_command = args.sh_exec
@@ -273,23 +260,23 @@ def _plan_program(plan: _Plan, args: argparse.Namespace, program: list[str]) -> 
 def _plan_options(plan: _Plan, args: argparse.Namespace) -> None:
     plan.mode = args.mode or _default_mode(plan.command)
     if plan.udp and isinstance(plan.endpoint, UnixEndpoint):
-        raise _UsageError("UDP needs a host and port, not a UNIX socket path")
+        raise UsageError("UDP needs a host and port, not a UNIX socket path")
     if plan.udp and args.mode not in (None, "sequential"):
-        raise _UsageError("a UDP server runs in one thread; --mode does not apply")
+        raise UsageError("a UDP server runs in one thread; --mode does not apply")
     if plan.udp and args.workers != 1:
-        raise _UsageError("--workers is for TCP and UNIX servers")
+        raise UsageError("--workers is for TCP and UNIX servers")
     if plan.udp and args.proxy_protocol:
-        raise _UsageError("--proxy-protocol is for stream connections, not UDP")
+        raise UsageError("--proxy-protocol is for stream connections, not UDP")
     if args.workers < 1:
-        raise _UsageError(f"--workers must be at least 1, not {args.workers}")
+        raise UsageError(f"--workers must be at least 1, not {args.workers}")
     if args.max_conns < 1:
-        raise _UsageError(f"--max-conns must be at least 1, not {args.max_conns}")
+        raise UsageError(f"--max-conns must be at least 1, not {args.max_conns}")
     for name, value in (
         ("--idle-timeout", args.idle_timeout),
         ("--drain-timeout", args.drain_timeout),
     ):
         if value is not None and (value < 0 or not math.isfinite(value)):
-            raise _UsageError(f"{name} must be a number of seconds >= 0, not {value}")
+            raise UsageError(f"{name} must be a number of seconds >= 0, not {value}")
     plan.workers = args.workers
     plan.max_connections = args.max_conns
     plan.idle_timeout = args.idle_timeout
@@ -336,49 +323,16 @@ def _parse_listen_address(text: str | None) -> tuple[InetEndpoint | UnixEndpoint
 
 # --- logging -------------------------------------------------------------------------------
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-}
-
-
-class _TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = f"{_PROG}: {record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, event, message and the ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        event: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "event": getattr(record, "event", "log"),
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_RECORD_FIELDS and key not in event:
-                event[key] = value if isinstance(value, int | float | bool | None) else str(value)
-        if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
-        return json.dumps(event, ensure_ascii=False)
-
 
 def _configure_logging(plan: _Plan) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if plan.log_format == "json" else _TextFormatter())
-    logger = logging.getLogger(_LOGGER_NAME)
     # -v shows every connection, which the server logs at debug level.
-    logger.setLevel(logging.DEBUG if plan.verbose else logging.WARNING)
-    logger.addHandler(handler)
-    # The sockit.serve lines are ours to show; the root logger must not print them twice.
-    logger.propagate = False
-    return handler
+    return add_log_handler(
+        logging.getLogger(_LOGGER_NAME),
+        prog=_PROG,
+        level=logging.DEBUG if plan.verbose else logging.WARNING,
+        log_format=plan.log_format,
+        stream=sys.stderr,
+    )
 
 
 def _announce(plan: _Plan, handler: logging.Handler, addresses: Sequence[object]) -> None:

@@ -10,8 +10,12 @@ This module must never read a clock, wait or do I/O: it only checks numbers.
 from __future__ import annotations
 
 import math
+import re
 
-__all__ = ["resolve_timeout"]
+__all__ = ["parse_duration", "resolve_timeout"]
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)?\s*", re.ASCII)
+_UNIT_SECONDS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
 
 
 def resolve_timeout(timeout: float | None, default: float | None) -> float | None:
@@ -27,3 +31,16 @@ def resolve_timeout(timeout: float | None, default: float | None) -> float | Non
     if timeout < 0 or math.isnan(timeout):
         raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
     return float(timeout)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a duration as people write it: ``"2"``, ``"0.5"``, ``"500ms"``,
+    ``"2s"``, ``"1m"``, ``"1h"`` (ncat's units; a bare number is seconds).
+
+    Raises ``ValueError`` naming the text for anything else (negative, empty, ``inf``,
+    an unknown unit).
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"invalid duration {text!r} (use e.g. 2, 0.5, 500ms, 2s, 1m, 1h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -77,6 +77,7 @@ __all__ = [
     "ExecHandler",
     "async_exec_handler",
     "async_sh_exec_handler",
+    "child_preexec",
     "connection_environment",
     "exec_handler",
     "sh_exec_handler",
@@ -263,7 +264,7 @@ def _signals_to_reset() -> tuple[list[signal.Signals], bool]:
     return ignored, blocked
 
 
-def _make_preexec(*, die_with_parent: bool) -> Callable[[], None] | None:
+def child_preexec(*, die_with_parent: bool) -> Callable[[], None] | None:
     """The child's set-up between fork and exec, or ``None`` when there is nothing to
     do (then subprocess keeps its fast vfork path)."""
     ignored, blocked = _signals_to_reset()
@@ -341,8 +342,8 @@ class _Child:
                 stderr=None,
                 close_fds=True,
                 restore_signals=True,
-                # Only when needed (see _make_preexec): it costs the vfork fast path.
-                preexec_fn=_make_preexec(die_with_parent=_in_main_thread()),  # noqa: PLW1509
+                # Only when needed (see child_preexec): it costs the vfork fast path.
+                preexec_fn=child_preexec(die_with_parent=_in_main_thread()),  # noqa: PLW1509
                 env=environment,
                 cwd=handler.cwd,
                 bufsize=0,

@@ -1,0 +1,524 @@
+"""The relay between two endpoints: open or accept the legs, pump, report.
+
+``Relay(src, dst)`` takes two endpoints in the grammar of
+:mod:`sockit.relay.grammar` and decides the shape of the relay from them:
+
+* **neither listens** (``stdio tcp:host:80``, ``file:x tcp:...``): open ``src``, open
+  ``dst``, pump once; :meth:`Relay.run` returns that connection's
+  :class:`~sockit.relay.pump.PumpResult`.
+* **``src`` listens** (``tcp-listen:8080 tcp:backend:80``): every accepted connection
+  gets its own ``dst`` leg (a connect, a child) and pump, concurrently, until the relay
+  is cancelled; no ``FD_SETSIZE`` ceiling (epoll). If ``dst`` cannot be shared
+  (``stdio``, ``file:``) exactly one connection is served, then ``run`` returns.
+* **``dst`` listens** too or instead: one connection is accepted on it and relayed.
+* ``udp-listen`` relays to a datagram endpoint with one session per client
+  (:mod:`sockit.relay.udp`).
+
+A failed ``dst`` (refused, unresolvable, a program that does not exist) ends that
+connection only: its client is reset and one line is logged. A listener survives every
+connection; accept errors follow the servers' policy (transient ones ignored, fd
+exhaustion backs off without spinning).
+
+Logging (logger ``sockit.relay``): each connection's end at ``INFO`` with its 4-tuple,
+byte counts both ways, duration and outcome; failures at ``WARNING``. Logger
+``sockit.trace`` at ``DEBUG`` gets each socket operation as it happens (listen,
+accept, connect, EOF, shutdown, reset, close) for ``--trace``.
+
+Must never block the event loop, and never report a connection that did not end with
+EOF both ways as clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sockit.addr import SocketAddress
+from sockit.addr.binding import set_linger_zero, set_nodelay
+from sockit.proto.accept import AcceptAction, classify_accept_error
+from sockit.relay.grammar import EndpointSpec, parse_relay_endpoint
+from sockit.relay.legs import ChildLeg, fail_reason, open_leg, read_proxy_header
+from sockit.relay.pump import Leg, Pump, PumpResult, SocketLeg
+from sockit.serve.exec import DEFAULT_KILL_GRACE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sockit.relay.udp import UDPRelayStats, UDPSessionRelay
+    from sockit.sync import SocketListener
+
+__all__ = ["Relay", "RelayStats", "arun", "run"]
+
+_logger = logging.getLogger("sockit.relay")
+_tracer = logging.getLogger("sockit.trace")
+
+# Connections accepted per wake-up of a listening socket before the loop serves others.
+_ACCEPT_BATCH = 64
+# Fd exhaustion (EMFILE...): stop accepting for this long, doubling up to the maximum.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 1.0
+_UNSHARED = frozenset({"stdio", "file"})
+
+
+@dataclass
+class RelayStats:
+    """Counts over a relay's life (a listening relay updates them as it goes)."""
+
+    connections: int = 0
+    clean: int = 0
+    failed: int = 0
+    refused: int = 0
+    active: int = 0
+    bytes_forward: int = 0
+    bytes_backward: int = 0
+
+
+def _spec(endpoint: str | EndpointSpec) -> EndpointSpec:
+    return endpoint if isinstance(endpoint, EndpointSpec) else parse_relay_endpoint(endpoint)
+
+
+class Relay:
+    """A relay from ``src`` to ``dst`` (strings in the endpoint grammar, or specs).
+
+    ``splice=False`` forces the copy path (for tests and comparisons). ``kill_grace``
+    is the time an ``exec:`` child gets between ``SIGTERM`` and ``SIGKILL``. Use
+    ``await relay.start()`` to bind (it returns the real listening addresses), then
+    ``await relay.run()``; or just ``run()``, which starts first.
+
+    Raises (from the constructor) :class:`~sockit.AddressError` for a malformed
+    endpoint or an unsupported pair (a ``udp-listen`` relayed to a stream).
+    """
+
+    def __init__(
+        self,
+        src: str | EndpointSpec,
+        dst: str | EndpointSpec,
+        *,
+        splice: bool = True,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        from sockit.errors import AddressError  # noqa: PLC0415
+
+        self.src = _spec(src)
+        self.dst = _spec(dst)
+        if self.dst.kind == "udp-listen" or (
+            self.src.kind == "udp-listen" and not self.dst.datagram
+        ):
+            raise AddressError(
+                f"cannot relay {self.src} to {self.dst}: udp-listen is relayed to a datagram "
+                "endpoint (udp: or unix-dgram:), as the first endpoint"
+            )
+        self.splice = splice
+        self.kill_grace = kill_grace
+        self.logger = logger or _logger
+        self.stats = RelayStats()
+        self._listener: SocketListener | None = None
+        self._dst_listener: SocketListener | None = None
+        self._udp: UDPSessionRelay | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._children: set[ChildLeg] = set()
+        self._started = False
+        self._closed = False
+        self._backoff = _BACKOFF_FIRST
+        self._serving: asyncio.Future[None] | None = None
+        self._one_shot: asyncio.Future[PumpResult] | None = None
+        self._trace = _tracer.isEnabledFor(logging.DEBUG)
+
+    # --- set-up -------------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[SocketAddress]:
+        """The real bound addresses of the listening endpoint(s) (empty if none)."""
+        result: list[SocketAddress] = []
+        for listener in (self._listener, self._dst_listener):
+            if listener is not None:
+                result.extend(listener.addresses)
+        if self._udp is not None:
+            result.extend(self._udp_addresses)
+        return result
+
+    @property
+    def udp_stats(self) -> UDPRelayStats | None:
+        """The UDP session counts of a ``udp-listen`` relay (``None`` for others)."""
+        return None if self._udp is None else self._udp.stats
+
+    async def start(self) -> list[SocketAddress]:
+        """Bind the listening endpoint(s); return the real addresses (port 0 resolved).
+
+        Raises ``OSError`` (``EADDRINUSE``...) if binding fails; nothing stays open.
+        """
+        if self._started:
+            return self.addresses
+        self._started = True
+        self._udp_addresses: list[SocketAddress] = []
+        try:
+            if self.src.kind == "udp-listen":
+                from sockit.relay.udp import UDPSessionRelay  # noqa: PLC0415
+
+                self._udp = UDPSessionRelay(self.src, self.dst, logger=self.logger)
+                self._udp_addresses = await self._udp.start()
+            elif self.src.listening:
+                self._listener = _listen(self.src)
+            if self.dst.listening:
+                self._dst_listener = _listen(self.dst)
+        except BaseException:
+            await self.aclose()
+            raise
+        for address in self.addresses:
+            self._trace_line(f"listen {address}")
+        return self.addresses
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self) -> PumpResult | None:
+        """Relay until done: a one-shot relay returns its :class:`PumpResult`; a
+        listening relay serving many connections runs until cancelled (then returns
+        nothing: cancellation propagates after every connection was aborted and every
+        child reaped)."""
+        await self.start()
+        try:
+            if self._udp is not None:
+                await self._udp.serve_forever()
+                return None
+            if (
+                self._listener is not None
+                and self._dst_listener is None
+                and self.dst.kind not in _UNSHARED
+            ):
+                await self._serve_many(self._listener)
+                return None
+            return await self._one_connection()
+        finally:
+            await self.aclose()
+
+    async def _serve_many(self, listener: SocketListener) -> None:
+        loop = asyncio.get_running_loop()
+        self._serving = loop.create_future()
+        self._watch(listener)
+        await self._serving
+
+    def _watch(self, listener: SocketListener) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in listener.sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+
+    def _unwatch(self, listener: SocketListener) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in listener.sockets:
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+
+    def _on_acceptable(self, lsock: socket.socket) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, sockaddr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                action = classify_accept_error(error.errno)
+                if action is AcceptAction.RETRY:
+                    continue
+                if action is AcceptAction.BACK_OFF:
+                    self._back_off(error)
+                    return
+                self.logger.error(  # noqa: TRY400 (one line, not a traceback)
+                    "accept failed: %s", error, extra={"event": "accept_failed"}
+                )
+                if self._serving is not None and not self._serving.done():
+                    self._serving.set_exception(error)
+                return
+            self._backoff = _BACKOFF_FIRST
+            self._accepted(conn, sockaddr)
+
+    def _back_off(self, error: OSError) -> None:
+        assert self._listener is not None  # noqa: S101 (only called while serving it)
+        listener = self._listener
+        self._unwatch(listener)
+        self.logger.warning(
+            "accept: %s; pausing accepts for %.2f s",
+            error.strerror,
+            self._backoff,
+            extra={"event": "accept_back_off"},
+        )
+        asyncio.get_running_loop().call_later(self._backoff, self._resume, listener)
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+
+    def _resume(self, listener: SocketListener) -> None:
+        if not self._closed and not listener.closed:
+            self._watch(listener)
+
+    def _accepted(self, conn: socket.socket, sockaddr: object) -> None:
+        limit = self.src.options.max_conns
+        remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
+        if limit is not None and self.stats.active >= limit:
+            # Refused at once (reset), not queued: the client learns now.
+            self.stats.refused += 1
+            with contextlib.suppress(OSError):
+                set_linger_zero(conn)
+            conn.close()
+            self._trace_line(f"refuse {remote} (max-conns {limit})")
+            return
+        if conn.family != socket.AF_UNIX:
+            set_nodelay(conn)
+        leg = SocketLeg(conn, str(remote))
+        leg.set_addresses(None, remote)
+        self._trace_line(f"accept {remote}")
+        task = asyncio.get_running_loop().create_task(self._serve_connection(leg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_connection(self, client: SocketLeg) -> None:
+        self.stats.connections += 1
+        self.stats.active += 1
+        try:
+            await self._relay_from(client, self.dst)
+        finally:
+            self.stats.active -= 1
+
+    async def _relay_from(self, client: SocketLeg, dst: EndpointSpec) -> PumpResult | None:
+        """Read the client's PROXY header if asked, open ``dst``, pump; one log line."""
+        try:
+            if self.src.options.proxy_protocol is not None:
+                await read_proxy_header(client)
+            other = await open_leg(dst, peer=client, first=False, kill_grace=self.kill_grace)
+        except Exception as error:  # noqa: BLE001 (any failure ends this connection only)
+            self.stats.failed += 1
+            self.logger.warning(
+                "%s: cannot relay to %s: %s",
+                client.name,
+                dst,
+                fail_reason(error),
+                extra={"event": "relay_failed", "peer": client.name, "target": str(dst)},
+            )
+            self._trace_line(f"abort {client.name} (RST)")
+            client.abort()
+            return None
+        self._trace_line(f"connect {other.name} for {client.name}")
+        return await self._pump(client, other)
+
+    async def _pump(self, a: Leg, b: Leg) -> PumpResult:
+        if isinstance(b, ChildLeg):
+            self._children.add(b)
+        if isinstance(a, ChildLeg):
+            self._children.add(a)
+        if self._trace or self.logger.isEnabledFor(logging.INFO):
+            # The 4-tuple, while the sockets are open (the log line comes after close).
+            for leg in (a, b):
+                _ = leg.local_address, leg.remote_address
+            self._trace_line(f"relay {_describe(a)} <-> {_describe(b)}")
+        pump = Pump(
+            a,
+            b,
+            idle_timeout=_first(self.src.options.idle_timeout, self.dst.options.idle_timeout),
+            close_wait=_first(self.src.options.close_wait, self.dst.options.close_wait),
+            splice=self.splice,
+            on_event=self._on_pump_event if self._trace else None,
+        )
+        result = await pump.run()
+        self.stats.bytes_forward += result.sent_a_to_b
+        self.stats.bytes_backward += result.sent_b_to_a
+        if result.clean:
+            self.stats.clean += 1
+        else:
+            self.stats.failed += result.outcome == "reset"
+        self._log_result(a, b, result)
+        for leg in (a, b):
+            if isinstance(leg, ChildLeg):
+                await leg.reaped
+                self._children.discard(leg)
+        return result
+
+    async def _one_connection(self) -> PumpResult | None:
+        """Accept or open both legs once, pump once."""
+        a: Leg | None = None
+        b: Leg | None = None
+        try:
+            if self._listener is not None:
+                a = await self._accept_one(self._listener)
+            if self._dst_listener is not None:
+                b = await self._accept_one(self._dst_listener)
+            if a is None:
+                a = await open_leg(self.src, peer=b, first=True, kill_grace=self.kill_grace)
+            if b is None:
+                if isinstance(a, SocketLeg) and self.src.options.proxy_protocol is not None:
+                    await read_proxy_header(a)
+                b = await open_leg(self.dst, peer=a, first=False, kill_grace=self.kill_grace)
+        except BaseException:
+            for leg in (a, b):
+                if leg is not None:
+                    leg.abort()
+            raise
+        self.stats.connections += 1
+        return await self._pump(a, b)
+
+    async def _accept_one(self, listener: SocketListener) -> SocketLeg:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[socket.socket] = loop.create_future()
+
+        def on_ready(sock: socket.socket) -> None:
+            if not ready.done():
+                ready.set_result(sock)
+
+        for sock in listener.sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), on_ready, sock)
+        try:
+            while True:
+                lsock = await ready
+                try:
+                    conn, sockaddr = lsock.accept()
+                except (BlockingIOError, InterruptedError):
+                    ready = loop.create_future()
+                    continue
+                except OSError as error:
+                    if classify_accept_error(error.errno) is AcceptAction.FATAL:
+                        raise
+                    await asyncio.sleep(_BACKOFF_FIRST)
+                    ready = loop.create_future()
+                    continue
+                break
+        finally:
+            self._unwatch(listener)
+        remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
+        if conn.family != socket.AF_UNIX:
+            set_nodelay(conn)
+        leg = SocketLeg(conn, str(remote))
+        leg.set_addresses(None, remote)
+        self._trace_line(f"accept {remote}")
+        # One connection is all this relay serves: stop listening now (later
+        # connects are refused instead of waiting in a queue nobody will accept).
+        listener.close()
+        return leg
+
+    # --- the end ----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop listening, abort every connection, reap every child (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for listener in (self._listener, self._dst_listener):
+            if listener is not None and not listener.closed:
+                self._unwatch(listener)
+                listener.close()
+        if self._udp is not None:
+            await self._udp.aclose()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for child in list(self._children):
+            child.abort()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(child.reaped)
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _log_result(self, a: Leg, b: Leg, result: PumpResult) -> None:
+        level = logging.INFO if result.outcome != "reset" else logging.WARNING
+        if not self.logger.isEnabledFor(level):
+            return
+        detail = result.outcome
+        if result.outcome == "reset":
+            reason = fail_reason(result.error) if result.error is not None else "reset"
+            detail = f"{result.failed_leg}: {reason}"
+        self.logger.log(
+            level,
+            "%s <-> %s: %d bytes sent, %d bytes received in %.3f s (%s)",
+            _describe(a),
+            _describe(b),
+            result.sent_a_to_b,
+            result.sent_b_to_a,
+            result.duration,
+            detail,
+            extra={
+                "event": "relay_done",
+                "a": _describe(a),
+                "b": _describe(b),
+                "bytes_a_to_b": result.sent_a_to_b,
+                "bytes_b_to_a": result.sent_b_to_a,
+                "duration": round(result.duration, 6),
+                "outcome": result.outcome,
+            },
+        )
+
+    def _on_pump_event(self, name: str, leg: Leg, detail: str) -> None:
+        words = {
+            "eof": "EOF from",
+            "shutdown": "shutdown(SHUT_WR) to",
+            "reset": "RST/error on",
+            "abort": "abort (SO_LINGER 0) of",
+            "close": "close of",
+            "datagram-error": "datagram error on",
+        }
+        self._trace_line(
+            f"{words.get(name, name)} {_describe(leg)}" + (f": {detail}" if detail else "")
+        )
+
+    def _trace_line(self, text: str) -> None:
+        if self._trace:
+            _tracer.debug("%s", text, extra={"event": "trace"})
+
+
+def _describe(leg: Leg) -> str:
+    """``local -> remote`` for a socket leg (the 4-tuple), the leg's name otherwise."""
+    if isinstance(leg, SocketLeg):
+        local, remote = leg.local_address, leg.remote_address
+        if remote is not None:
+            return f"{local} -> {remote}" if local is not None else str(remote)
+    return leg.name
+
+
+def _first(*values: float | None) -> float | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _listen(spec: EndpointSpec) -> SocketListener:
+    from sockit.sync import listen, listen_unix  # noqa: PLC0415 (binding only)
+
+    if spec.kind == "unix-listen":
+        assert spec.path is not None  # noqa: S101
+        return listen_unix(spec.path, mode=spec.options.mode, backlog=spec.options.backlog)
+    assert spec.port is not None  # noqa: S101
+    return listen(spec.port, spec.host, backlog=spec.options.backlog)
+
+
+async def arun(
+    src: str | EndpointSpec, dst: str | EndpointSpec, **options: object
+) -> PumpResult | None:
+    """``await Relay(src, dst, **options).run()``."""
+    return await Relay(src, dst, **options).run()  # type: ignore[arg-type]
+
+
+def run(
+    src: str | EndpointSpec,
+    dst: str | EndpointSpec,
+    *,
+    ready: Callable[[list[SocketAddress]], None] | None = None,
+    **options: object,
+) -> PumpResult | None:
+    """Relay ``src`` to ``dst`` on a new event loop (uvloop when installed); see
+    :class:`Relay`. ``ready(addresses)`` is called once the listening endpoints are
+    bound. A one-shot relay returns its :class:`PumpResult`; a listening relay runs
+    until interrupted (``KeyboardInterrupt`` ends it after aborting every connection).
+    """
+    from sockit.aio._loop import run as run_loop  # noqa: PLC0415
+
+    async def main() -> PumpResult | None:
+        relay = Relay(src, dst, **options)  # type: ignore[arg-type]
+        addresses = await relay.start()
+        if ready is not None:
+            ready(addresses)
+        return await relay.run()
+
+    return run_loop(main())
