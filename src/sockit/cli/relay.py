@@ -119,7 +119,7 @@ def run_relay(argv: Sequence[str]) -> int:
             relay = Relay(args.src, args.dst, splice=not args.no_splice)
         except AddressError as error:
             return _usage_error(str(error))
-        return _run(relay, verbose=args.verbose)
+        return _run(relay, handlers[0][1], verbose=args.verbose)
     finally:
         for logger, handler in handlers:
             logger.removeHandler(handler)
@@ -130,7 +130,9 @@ def _usage_error(message: str) -> int:
     return EXIT_USAGE
 
 
-def _run(relay: Relay, *, verbose: int) -> int:
+def _run(relay: Relay, out: logging.Handler, *, verbose: int) -> int:
+    """Run the relay; status lines go straight to ``out`` (the relay logger's handler,
+    text or JSON), whatever the logger's level."""
     import asyncio  # noqa: PLC0415 (lazy: start-up time)
     import signal  # noqa: PLC0415
 
@@ -150,7 +152,7 @@ def _run(relay: Relay, *, verbose: int) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop, signum)
         addresses = await relay.start()
-        _announce(relay, addresses, verbose=verbose)
+        _announce(relay, out, addresses, verbose=verbose)
         return await relay.run()
 
     try:
@@ -158,7 +160,7 @@ def _run(relay: Relay, *, verbose: int) -> int:
             result = run_loop(main())
         finally:
             if verbose and relay.src.listening:
-                _summary(relay)
+                _summary(relay, out)
     except asyncio.CancelledError:
         # A listening relay runs until a signal stops it: that is its normal end. A
         # one-shot transfer cut short is not.
@@ -167,42 +169,54 @@ def _run(relay: Relay, *, verbose: int) -> int:
             return EXIT_OK
         return EXIT_INTERRUPTED
     except OSError as error:
-        sys.stderr.write(f"{_PROG}: {_describe_error(error)}\n")
+        _emit(out, logging.ERROR, _describe_error(error), "error")
         return EXIT_NETWORK_ERROR
     if result is None or result.outcome != "reset":
         return EXIT_OK
     reason = "reset" if result.error is None else (result.error.strerror or str(result.error))
-    sys.stderr.write(f"{_PROG}: {result.failed_leg}: {reason.lower()}\n")
+    _emit(out, logging.ERROR, f"{result.failed_leg}: {reason.lower()}", "reset")
     return EXIT_NETWORK_ERROR
 
 
-def _summary(relay: Relay) -> None:
+def _emit(out: logging.Handler, level: int, message: str, event: str, **fields: object) -> None:
+    """One status line through ``out`` (so ``--log-format json`` applies to it too)."""
+    logger = logging.getLogger("sockit.relay")
+    record = logger.makeRecord(
+        logger.name, level, __file__, 0, "%s", (message,), None, extra={"event": event, **fields}
+    )
+    out.handle(record)
+
+
+def _summary(relay: Relay, out: logging.Handler) -> None:
     udp = relay.udp_stats
     if udp is not None:
-        sys.stderr.write(
-            f"{_PROG}: {udp.sessions_opened} UDP sessions ({udp.sessions_expired} expired, "
+        message = (
+            f"{udp.sessions_opened} UDP sessions ({udp.sessions_expired} expired, "
             f"{udp.sessions_evicted} evicted), {udp.datagrams_in} datagrams "
             f"({udp.bytes_in} bytes) in, {udp.datagrams_out} datagrams ({udp.bytes_out} "
-            f"bytes) out, {udp.errors} dropped\n"
+            f"bytes) out, {udp.errors} dropped"
         )
+        _emit(out, logging.INFO, message, "summary", **vars(udp))
         return
     stats = relay.stats
-    sys.stderr.write(
-        f"{_PROG}: {stats.connections} connections ({stats.clean} clean, {stats.failed} "
+    message = (
+        f"{stats.connections} connections ({stats.clean} clean, {stats.failed} "
         f"failed, {stats.refused} refused), {stats.bytes_forward} bytes sent, "
-        f"{stats.bytes_backward} bytes received\n"
+        f"{stats.bytes_backward} bytes received"
     )
+    _emit(out, logging.INFO, message, "summary", **vars(stats))
 
 
-def _announce(relay: Relay, addresses: Sequence[object], *, verbose: int) -> None:
+def _announce(
+    relay: Relay, out: logging.Handler, addresses: Sequence[object], *, verbose: int
+) -> None:
     """``Listening on ADDR`` per bound address: with -v, or always when the kernel chose
     the port (the user has no other way to learn it)."""
     chose = any(spec.listening and spec.port == 0 for spec in (relay.src, relay.dst))
     if not verbose and not chose:
         return
     for address in addresses:
-        sys.stderr.write(f"{_PROG}: Listening on {address}\n")
-    sys.stderr.flush()
+        _emit(out, logging.INFO, f"Listening on {address}", "listening", address=str(address))
 
 
 def _describe_error(error: OSError) -> str:

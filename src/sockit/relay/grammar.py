@@ -14,7 +14,7 @@
 ``file:PATH``                    read the file (first endpoint) or write it (second)
 ===============================  =====================================================
 
-Options follow the address after commas; a flag without ``=`` means ``=1``:
+Options follow the address after commas (``append`` alone is a flag, the rest need a value):
 
 ===============================  =====================================================
 ``bind=ADDR`` / ``bind=ADDR:P``  local address of a connecting endpoint
@@ -88,6 +88,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "file": _COMMON | {"append"},
 }
 _ALL_OPTIONS = frozenset().union(*_ALLOWED.values())
+_FLAGS = frozenset({"append"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,8 @@ def _parse(text: str) -> EndpointSpec:
     first, *stdio_options = text.split(",")
     if first.strip().lower() in {"stdio", "-"}:
         return EndpointSpec("stdio", text, options=_parse_options("stdio", stdio_options))
+    if first.partition(":")[0].strip().lower() in {"stdio", "-"}:
+        raise AddressError("stdio takes no address (write 'stdio' or '-')")
     head, sep, rest = text.partition(":")
     kind = _ALIASES.get(head.lower(), head.lower())
     if kind not in KINDS:
@@ -216,6 +219,8 @@ def _parse_command(kind: str, text: str, rest: str) -> EndpointSpec:
         option_texts.insert(0, pieces.pop())
     command = ",".join(pieces)
     options = _parse_options(kind, option_texts)
+    if "\0" in command:
+        raise AddressError("a command cannot contain a NUL byte")
     if not command.strip():
         raise AddressError(f"{kind!r} needs a command")
     if kind == "sh":
@@ -240,6 +245,8 @@ def _parse_options(kind: str, texts: list[str]) -> EndpointOptions:
         if name not in allowed:
             known = ", ".join(sorted(allowed))
             raise AddressError(f"option {name!r} does not apply to {kind!r} (it takes: {known})")
+        if not has_value and name not in _FLAGS:
+            raise AddressError(f"option {name!r} needs a value ({name}=...)")
         attribute = name.replace("-", "_")
         if attribute in values:
             raise AddressError(f"option {name!r} given twice")
@@ -257,7 +264,10 @@ def _convert(name: str, value: str) -> object:
                 raise ValueError(f"expected v1 or v2, not {value!r}")
             return version
         if name in {"idle-timeout", "close-wait", "connect-timeout"}:
-            return parse_duration(value)
+            seconds = parse_duration(value)
+            if seconds == 0 and name != "close-wait":
+                raise ValueError("must be more than 0 (leave the option out for no limit)")
+            return seconds
         if name in {"max-conns", "backlog"}:
             number = int(value, 10)
             if number < 1:
@@ -280,7 +290,9 @@ def _convert(name: str, value: str) -> object:
 def _bind_address(value: str) -> SocketAddress:
     host, port = value, 0
     if value.startswith("["):
-        literal, _, tail = value[1:].partition("]")
+        literal, closed, tail = value[1:].partition("]")
+        if not closed:
+            raise ValueError(f"missing ']' in {value!r}")
         host = literal
         if tail:
             if not tail.startswith(":"):

@@ -221,6 +221,13 @@ def _pollable(fd: int) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _is_regular(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def _splice_capable(fd: int, *, writing: bool) -> bool:
     """Whether ``splice`` may work on ``fd``: sockets, pipes, and regular files (not
     written in append mode, which splice refuses)."""
@@ -280,6 +287,16 @@ class _Direction:
         self.limit = _DATAGRAM_MAX if dst.datagram and not src.datagram else COPY_BUFFER
         if src.datagram:
             self.limit = 65536  # one datagram (UDP's largest payload fits)
+        # A regular file into a stream socket: sendfile(2), one syscall per chunk and
+        # no pipe (what splice through a pipe would do in two).
+        self.sendfile = (
+            allow_splice
+            and not src.read_pollable
+            and isinstance(dst, SocketLeg)
+            and not dst.datagram
+            and src.read_fd >= 0
+            and _is_regular(src.read_fd)
+        )
         self.splice = (
             allow_splice
             and _SPLICE is not None
@@ -353,7 +370,10 @@ class _Direction:
         if not self.src.read_pollable:
             self.reading = False  # one step per call_soon; re-armed below if wanted
         try:
-            n = self._splice_in() if self.splice else self._copy_in()
+            if self.sendfile:
+                n = self._send_file()
+            else:
+                n = self._splice_in() if self.splice else self._copy_in()
         except _AGAIN:
             if not self.src.read_pollable:
                 self._want_read(True)
@@ -386,6 +406,22 @@ class _Direction:
         self._flush()
 
     # --- the two paths ------------------------------------------------------------------
+
+    def _send_file(self) -> int | None:
+        try:
+            n = os.sendfile(self.dst.write_fd, self.src.read_fd, None, PIPE_SIZE)
+        except BlockingIOError:
+            self._want_read(False)
+            self._want_write(True)
+            return None
+        except OSError as error:
+            if error.errno in _NO_SPLICE and self.count == 0:
+                self.sendfile = False
+                return self._splice_in() if self.splice else self._copy_in()
+            self._write_failed(error)
+            return None
+        self.count += n
+        return n
 
     def _splice_in(self) -> int | None:
         if self.pipe_w < 0:
@@ -420,7 +456,8 @@ class _Direction:
             self.view = memoryview(self.buffer)
         n = self.src.read_into(self.view[: self.limit])
         self.count += n
-        if self.dst.datagram:
+        if self.dst.datagram and (n or self.src.datagram):
+            # One read, one datagram; a stream's EOF (0) is no datagram: it is EOF.
             self._write_datagram(n)
             return None
         self.pending = n
@@ -432,6 +469,9 @@ class _Direction:
 
     def _flush(self) -> None:
         """Write what is held; on a full destination stop reading and wait for it."""
+        if self.dst.write_fd < 0:
+            # Nowhere to write (a file being read): counted, dropped.
+            self.pending = 0
         while self.pending:
             try:
                 if self.splice:
@@ -478,7 +518,8 @@ class _Direction:
         assert self.view is not None  # noqa: S101
         self.pump.last_activity = self.loop.time()
         try:
-            self.dst.write(self.view[:n])
+            if self.dst.write_fd >= 0:
+                self.dst.write(self.view[:n])
         except _AGAIN:
             self.pump.note_soft_error(self.dst, OSError(errno.ENOBUFS, "send queue full"))
         except OSError as error:

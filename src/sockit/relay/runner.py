@@ -257,6 +257,8 @@ class Relay:
         limit = self.src.options.max_conns
         remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
         if limit is not None and self.stats.active >= limit:
+            # Counted here, at accept, not when the task first runs: a burst accepted
+            # in one batch must see the connections accepted before it.
             # Refused at once (reset), not queued: the client learns now.
             self.stats.refused += 1
             with contextlib.suppress(OSError):
@@ -269,13 +271,13 @@ class Relay:
         leg = SocketLeg(conn, str(remote))
         leg.set_addresses(None, remote)
         self._trace_line(f"accept {remote}")
+        self.stats.connections += 1
+        self.stats.active += 1
         task = asyncio.get_running_loop().create_task(self._serve_connection(leg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _serve_connection(self, client: SocketLeg) -> None:
-        self.stats.connections += 1
-        self.stats.active += 1
         try:
             await self._relay_from(client, self.dst)
         finally:
@@ -286,7 +288,7 @@ class Relay:
         try:
             if self.src.options.proxy_protocol is not None:
                 await read_proxy_header(client)
-            other = await open_leg(dst, peer=client, first=False, kill_grace=self.kill_grace)
+            other = await self._open(dst, peer=client, first=False)
         except Exception as error:  # noqa: BLE001 (any failure ends this connection only)
             self.stats.failed += 1
             self.logger.warning(
@@ -299,8 +301,16 @@ class Relay:
             self._trace_line(f"abort {client.name} (RST)")
             client.abort()
             return None
-        self._trace_line(f"connect {other.name} for {client.name}")
         return await self._pump(client, other)
+
+    async def _open(self, spec: EndpointSpec, *, peer: Leg | None, first: bool) -> Leg:
+        if self._trace:
+            verb = "spawn" if spec.kind in {"exec", "sh"} else "open"
+            self._trace_line(f"{'connect' if spec.is_socket else verb} {spec}")
+        leg = await open_leg(spec, peer=peer, first=first, kill_grace=self.kill_grace)
+        if self._trace and isinstance(leg, SocketLeg):
+            self._trace_line(f"connected {_describe(leg)}")
+        return leg
 
     async def _pump(self, a: Leg, b: Leg) -> PumpResult:
         if isinstance(b, ChildLeg):
@@ -327,7 +337,7 @@ class Relay:
             self.stats.clean += 1
         else:
             self.stats.failed += result.outcome == "reset"
-        self._log_result(a, b, result)
+        self._log_result(a, b, result, one_shot=self._serving is None)
         for leg in (a, b):
             if isinstance(leg, ChildLeg):
                 await leg.reaped
@@ -344,11 +354,11 @@ class Relay:
             if self._dst_listener is not None:
                 b = await self._accept_one(self._dst_listener)
             if a is None:
-                a = await open_leg(self.src, peer=b, first=True, kill_grace=self.kill_grace)
+                a = await self._open(self.src, peer=b, first=True)
             if b is None:
                 if isinstance(a, SocketLeg) and self.src.options.proxy_protocol is not None:
                     await read_proxy_header(a)
-                b = await open_leg(self.dst, peer=a, first=False, kill_grace=self.kill_grace)
+                b = await self._open(self.dst, peer=a, first=False)
         except BaseException:
             for leg in (a, b):
                 if leg is not None:
@@ -421,8 +431,10 @@ class Relay:
 
     # --- reporting ----------------------------------------------------------------------
 
-    def _log_result(self, a: Leg, b: Leg, result: PumpResult) -> None:
-        level = logging.INFO if result.outcome != "reset" else logging.WARNING
+    def _log_result(self, a: Leg, b: Leg, result: PumpResult, *, one_shot: bool) -> None:
+        # A reset is a warning among many connections; a one-shot relay's caller
+        # reports its own result (the CLI's exit line), so then it is information.
+        level = logging.WARNING if result.outcome == "reset" and not one_shot else logging.INFO
         if not self.logger.isEnabledFor(level):
             return
         detail = result.outcome
