@@ -39,6 +39,7 @@ import fcntl
 import os
 import socket
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -58,6 +59,13 @@ wake-up moves up to this much, so the per-byte Python cost is tiny."""
 
 COPY_BUFFER = 256 * 1024
 """The copy path's buffer per direction (allocated on first data, not per connection)."""
+
+_READ_BUDGET = 16 << 20
+"""Bytes one wake-up may read from a source before yielding to other connections (more
+than a socket's largest receive queue, so a trailing error is always reached)."""
+
+_READ_ROUNDS = 64
+"""Reads per wake-up at most (also bounds a flood of empty datagrams)."""
 
 _DATAGRAM_MAX = 65507
 """Largest chunk sent as one datagram to a datagram leg: the IPv4 UDP payload limit
@@ -221,6 +229,46 @@ def _pollable(fd: int) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+# Empty splice pipes shared by every direction of this process: taking one is a list pop,
+# not two syscalls, and idle connections hold none. Bounded; the excess is closed.
+_PIPE_POOL: list[tuple[int, int]] = []
+_PIPE_POOL_MAX = 64
+
+
+def _take_pipe() -> tuple[int, int]:
+    try:
+        return _PIPE_POOL.pop()
+    except IndexError:
+        pass
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # over pipe-max-size: keep the default size
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
+    return read_end, write_end
+
+
+_active_pumps = 0
+_active_lock = threading.Lock()  # relays may run in several threads' loops
+
+
+def _release_pool() -> None:
+    """Close every pooled pipe (when no pump runs: an idle process holds none)."""
+    while _PIPE_POOL:
+        try:
+            read_end, write_end = _PIPE_POOL.pop()
+        except IndexError:  # another thread took the last one
+            return
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _give_pipe(read_end: int, write_end: int) -> None:
+    if len(_PIPE_POOL) < _PIPE_POOL_MAX:
+        _PIPE_POOL.append((read_end, write_end))
+    else:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def _is_regular(fd: int) -> bool:
     try:
         return stat.S_ISREG(os.fstat(fd).st_mode)
@@ -357,9 +405,13 @@ class _Direction:
         self.done = True
 
     def _close_pipe(self) -> None:
-        for fd in (self.pipe_r, self.pipe_w):
-            if fd >= 0:
-                os.close(fd)
+        if self.pipe_r < 0:
+            return
+        if self.pending == 0 and self.splice:
+            _give_pipe(self.pipe_r, self.pipe_w)  # empty: reusable
+        else:
+            os.close(self.pipe_r)
+            os.close(self.pipe_w)
         self.pipe_r = self.pipe_w = -1
 
     # --- events -------------------------------------------------------------------------
@@ -368,7 +420,25 @@ class _Direction:
         if not self.reading or self.done:
             return
         if not self.src.read_pollable:
-            self.reading = False  # one step per call_soon; re-armed below if wanted
+            self.reading = False  # one step per call_soon; re-armed when wanted
+            self._read_once()
+            return
+        # Read until the source has nothing more (EAGAIN), EOF or an error, or until the
+        # destination is full. uvloop (libuv) calls a reader once more after an error
+        # event and then stops polling the fd for good, so a reset queued behind data
+        # must be read in that call or never. The budget bounds one wake-up (a socket
+        # queues at most its receive buffer, a few MiB) so other connections get a turn.
+        budget = _READ_BUDGET
+        for _ in range(_READ_ROUNDS):
+            if budget <= 0 or not self.reading or self.done:
+                return
+            moved = self._read_once()
+            if moved < 0:
+                return
+            budget -= moved
+
+    def _read_once(self) -> int:
+        """One read (and the writes it allows); the bytes read, or -1 to stop for now."""
         try:
             if self.sendfile:
                 n = self._send_file()
@@ -377,26 +447,27 @@ class _Direction:
         except _AGAIN:
             if not self.src.read_pollable:
                 self._want_read(True)
-            return
+            return -1
         except OSError as error:
             if self.src.datagram and error.errno in _DATAGRAM_SOFT:
                 self.pump.note_soft_error(self.src, error)
                 if not self.src.read_pollable:
                     self._want_read(True)
-                return
+                return -1
             self.pump.fail(self.src, error)
-            return
+            return -1
         if n is None:
-            return  # switched paths, or the pipe is full: flushing first
+            return -1  # handled already (a datagram sent), or the pipe is full: flushing
         if n == 0 and not self.src.datagram:
             self.eof = True
             self._want_read(False)
             self.pump.saw_eof(self)
             if self.pending == 0:
                 self._finish_eof()
-            return
+            return -1
         self.pump.last_activity = self.loop.time()
         self._flush()
+        return n
 
     def on_writable(self) -> None:
         if not self.writing or self.done:
@@ -425,9 +496,7 @@ class _Direction:
 
     def _splice_in(self) -> int | None:
         if self.pipe_w < 0:
-            self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            with contextlib.suppress(OSError):  # over pipe-max-size: keep the default
-                fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
+            self.pipe_r, self.pipe_w = _take_pipe()
         assert _SPLICE is not None  # noqa: S101 (self.splice is False otherwise)
         try:
             n: int = _SPLICE(self.src.read_fd, self.pipe_w, PIPE_SIZE, flags=_SPLICE_FLAGS)
@@ -493,6 +562,9 @@ class _Direction:
             self.pending -= n
             self.start += n
         self.start = 0
+        if self.pipe_r >= 0:
+            # Empty: back to the pool, so an idle connection holds no pipe (2 fds, not 6).
+            self._close_pipe()
         self._want_write(False)
         if self.eof:
             self._finish_eof()
@@ -590,7 +662,10 @@ class Pump:
 
     async def run(self) -> PumpResult:
         """Pump until the end; always closes both legs (also when cancelled)."""
+        global _active_pumps  # noqa: PLW0603 (the pool's users, process-wide)
         started = time.monotonic()
+        with _active_lock:
+            _active_pumps += 1
         try:
             self.forward.begin()
             self.backward.begin()
@@ -604,6 +679,10 @@ class Pump:
             # Only failures are aborted (a reset for socket peers); timeouts and EOFs
             # close normally, so the peers see FIN.
             self._end(abort=self._outcome in {"reset", "cancelled"})
+            with _active_lock:
+                _active_pumps -= 1
+                if _active_pumps == 0:
+                    _release_pool()
         return PumpResult(
             self.forward.count,
             self.backward.count,
