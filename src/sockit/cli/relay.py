@@ -82,6 +82,13 @@ def build_relay_parser() -> argparse.ArgumentParser:
         help="stderr messages as text or one JSON object per event (default text)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="relay a listening endpoint's connections in N processes (default 1)",
+    )
+    parser.add_argument(
         "--no-splice",
         action="store_true",
         help="copy through a buffer instead of splice(2) (for comparison)",
@@ -113,16 +120,41 @@ def run_relay(argv: Sequence[str]) -> int:
         for logger, prog, lvl in loggers
     ]
     try:
-        from sockit.relay.runner import Relay  # noqa: PLC0415
+        from sockit.relay.runner import Relay, raise_fd_limit  # noqa: PLC0415
+
+        raise_fd_limit()
 
         try:
             relay = Relay(args.src, args.dst, splice=not args.no_splice)
         except AddressError as error:
             return _usage_error(str(error))
+        if args.workers != 1:
+            return _run_workers(relay, handlers[0][1], args)
         return _run(relay, handlers[0][1], verbose=args.verbose)
     finally:
         for logger, handler in handlers:
             logger.removeHandler(handler)
+
+
+def _run_workers(relay: Relay, out: logging.Handler, args: argparse.Namespace) -> int:
+    from sockit.relay.runner import serve_workers  # noqa: PLC0415
+
+    if args.workers < 1:
+        return _usage_error(f"--workers must be at least 1, not {args.workers}")
+    if relay.src.kind not in {"tcp-listen", "unix-listen"} or relay.dst.listening:
+        return _usage_error("--workers needs a tcp-listen or unix-listen SRC and a connecting DST")
+
+    def ready(addresses: Sequence[object]) -> None:
+        _announce(relay, out, addresses, verbose=args.verbose)
+
+    try:
+        serve_workers(relay.src, relay.dst, args.workers, ready=ready, splice=not args.no_splice)
+    except ValueError as error:
+        return _usage_error(str(error))
+    except OSError as error:
+        _emit(out, logging.ERROR, _describe_error(error), "error")
+        return EXIT_NETWORK_ERROR
+    return EXIT_OK
 
 
 def _usage_error(message: str) -> int:

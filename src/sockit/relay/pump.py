@@ -496,7 +496,14 @@ class _Direction:
 
     def _splice_in(self) -> int | None:
         if self.pipe_w < 0:
-            self.pipe_r, self.pipe_w = _take_pipe()
+            try:
+                self.pipe_r, self.pipe_w = _take_pipe()
+            except OSError as error:
+                if error.errno not in {errno.EMFILE, errno.ENFILE}:
+                    raise
+                # No fd for a pipe: this direction copies instead (no fd needed).
+                self._use_copy()
+                return self._copy_in()
         assert _SPLICE is not None  # noqa: S101 (self.splice is False otherwise)
         try:
             n: int = _SPLICE(self.src.read_fd, self.pipe_w, PIPE_SIZE, flags=_SPLICE_FLAGS)
@@ -507,6 +514,7 @@ class _Direction:
                 self._want_read(False)
                 self._want_write(True)
                 return None
+            self._close_pipe()  # nothing to read: the empty pipe goes back to the pool
             raise
         except OSError as error:
             if error.errno in _NO_SPLICE and self.count == 0 and self.pending == 0:

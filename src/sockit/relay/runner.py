@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import signal
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
     from sockit.relay.udp import UDPRelayStats, UDPSessionRelay
     from sockit.sync import SocketListener
 
-__all__ = ["Relay", "RelayStats", "arun", "run"]
+__all__ = ["Relay", "RelayStats", "arun", "raise_fd_limit", "run", "serve_workers"]
 
 _logger = logging.getLogger("sockit.relay")
 _tracer = logging.getLogger("sockit.trace")
@@ -101,6 +103,7 @@ class Relay:
         splice: bool = True,
         kill_grace: float = DEFAULT_KILL_GRACE,
         logger: logging.Logger | None = None,
+        listener: SocketListener | None = None,
     ) -> None:
         from sockit.errors import AddressError  # noqa: PLC0415
 
@@ -117,7 +120,10 @@ class Relay:
         self.kill_grace = kill_grace
         self.logger = logger or _logger
         self.stats = RelayStats()
-        self._listener: SocketListener | None = None
+        # A listener handed in (a worker's inherited copy) is not ours to close as a
+        # listener: that would remove a UNIX socket file the other workers still serve.
+        self._listener: SocketListener | None = listener
+        self._owns_listener = listener is None
         self._dst_listener: SocketListener | None = None
         self._udp: UDPSessionRelay | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,6 +131,8 @@ class Relay:
         self._started = False
         self._closed = False
         self._backoff = _BACKOFF_FIRST
+        self._capacity = 1 << 30  # set by start() for a listening relay
+        self._paused = False
         self._serving: asyncio.Future[None] | None = None
         self._one_shot: asyncio.Future[PumpResult] | None = None
         self._trace = _tracer.isEnabledFor(logging.DEBUG)
@@ -156,13 +164,15 @@ class Relay:
             return self.addresses
         self._started = True
         self._udp_addresses: list[SocketAddress] = []
+        if self.src.listening:
+            self._capacity = _fd_capacity(self.dst)
         try:
             if self.src.kind == "udp-listen":
                 from sockit.relay.udp import UDPSessionRelay  # noqa: PLC0415
 
                 self._udp = UDPSessionRelay(self.src, self.dst, logger=self.logger)
                 self._udp_addresses = await self._udp.start()
-            elif self.src.listening:
+            elif self.src.listening and self._listener is None:
                 self._listener = _listen(self.src)
             if self.dst.listening:
                 self._dst_listener = _listen(self.dst)
@@ -273,6 +283,12 @@ class Relay:
         self._trace_line(f"accept {remote}")
         self.stats.connections += 1
         self.stats.active += 1
+        if self.stats.active >= self._capacity and self._listener is not None:
+            # Out of file descriptors for one more connection: stop accepting (the
+            # kernel queues new clients, another worker may take them) until one ends,
+            # rather than accept and reset them.
+            self._paused = True
+            self._unwatch(self._listener)
         task = asyncio.get_running_loop().create_task(self._serve_connection(leg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -282,6 +298,10 @@ class Relay:
             await self._relay_from(client, self.dst)
         finally:
             self.stats.active -= 1
+            if self._paused and self.stats.active < self._capacity:
+                self._paused = False
+                if self._listener is not None and not self._closed:
+                    self._watch(self._listener)
 
     async def _relay_from(self, client: SocketLeg, dst: EndpointSpec) -> PumpResult | None:
         """Read the client's PROXY header if asked, open ``dst``, pump; one log line."""
@@ -291,6 +311,8 @@ class Relay:
             other = await self._open(dst, peer=client, first=False)
         except Exception as error:  # noqa: BLE001 (any failure ends this connection only)
             self.stats.failed += 1
+            if isinstance(error, OSError) and error.errno in _FD_EXHAUSTED and not self._paused:
+                self._back_off(error)
             self.logger.warning(
                 "%s: cannot relay to %s: %s",
                 client.name,
@@ -416,7 +438,11 @@ class Relay:
         for listener in (self._listener, self._dst_listener):
             if listener is not None and not listener.closed:
                 self._unwatch(listener)
-                listener.close()
+                if listener is self._listener and not self._owns_listener:
+                    for sock in listener.sockets:
+                        sock.close()
+                else:
+                    listener.close()
         if self._udp is not None:
             await self._udp.aclose()
         tasks = list(self._tasks)
@@ -488,6 +514,42 @@ def _describe(leg: Leg) -> str:
     return leg.name
 
 
+_FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
+# Descriptors kept free for everything but connections: the listener, the event loop,
+# logging, stdio, pooled splice pipes, a child's pidfd.
+_FD_RESERVE = 256
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; the new soft limit.
+
+    For programs that serve many connections (the CLI calls it): the soft limit is often
+    1024, a leftover of ``select()``'s ``FD_SETSIZE`` that epoll does not have. A
+    library call does not change process limits behind its caller's back.
+    """
+    import resource  # noqa: PLC0415 (POSIX only)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def _fd_capacity(target: EndpointSpec) -> int:
+    """How many relayed connections this process's fd limit holds: two sockets each,
+    or a socket and two pipes for a child (splice pipes are taken only while bytes
+    flow, and a direction copies instead when none can be had)."""
+    import resource  # noqa: PLC0415 (POSIX only; rarely needed)
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    per_connection = 3 if target.kind in {"exec", "sh"} else 2
+    return max(1, (soft - _FD_RESERVE) // per_connection)
+
+
 def _first(*values: float | None) -> float | None:
     for value in values:
         if value is not None:
@@ -503,6 +565,81 @@ def _listen(spec: EndpointSpec) -> SocketListener:
         return listen_unix(spec.path, mode=spec.options.mode, backlog=spec.options.backlog)
     assert spec.port is not None  # noqa: S101
     return listen(spec.port, spec.host, backlog=spec.options.backlog)
+
+
+def serve_workers(
+    src: str | EndpointSpec,
+    dst: str | EndpointSpec,
+    workers: int,
+    *,
+    ready: Callable[[list[SocketAddress]], None] | None = None,
+    logger: logging.Logger | None = None,
+    **options: object,
+) -> None:
+    """A listening relay in ``workers`` processes: bind once, fork the workers, each
+    relaying connections from the shared listener on its own event loop (the serve
+    issue's supervisor: a crashed worker is restarted; see
+    :mod:`sockit.serve._workers`). Returns after SIGINT/SIGTERM (a first signal
+    stops accepting and stops every worker, which aborts its connections; a second
+    kills them) once every worker is reaped.
+
+    Spreads the connections (and their fds: each process has its own ``RLIMIT_NOFILE``)
+    and the relaying CPU over the processes. Must be called from the main thread.
+    """
+    from sockit.aio._loop import run as run_loop  # noqa: PLC0415
+    from sockit.serve._signals import install_shutdown_handlers  # noqa: PLC0415
+    from sockit.serve._workers import SharedCounters, WorkersRunner  # noqa: PLC0415
+
+    source, target = _spec(src), _spec(dst)
+    if source.kind not in {"tcp-listen", "unix-listen"} or target.kind in _UNSHARED:
+        raise ValueError("workers need a tcp-listen or unix-listen source and a shareable target")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    log = logger or _logger
+    listener = _listen(source)
+    try:
+        if ready is not None:
+            ready(listener.addresses)
+
+        def run_worker(counters: object) -> None:
+            del counters  # the relay keeps its own counts
+
+            async def main() -> None:
+                relay = Relay(source, target, listener=listener, logger=log, **options)  # type: ignore[arg-type]
+                task = asyncio.current_task()
+                assert task is not None  # noqa: S101
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, task.cancel)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay.run()
+
+            run_loop(main())
+
+        runner = WorkersRunner(
+            count=workers,
+            listener=listener,
+            logger=log,
+            shared=SharedCounters(workers + 1),
+            run_worker=run_worker,
+        )
+        signals_seen: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            signals_seen.append(signum)
+            if len(signals_seen) == 1:
+                runner.stop_accepting()
+            else:
+                runner.abort()
+
+        restore = install_shutdown_handlers(on_signal)
+        try:
+            runner.serve()
+            runner.wait_closed()
+        finally:
+            restore()
+    finally:
+        listener.close()
 
 
 async def arun(
