@@ -51,7 +51,15 @@ if TYPE_CHECKING:
 
     from sockit.addr import SocketAddress
 
-__all__ = ["COPY_BUFFER", "PIPE_SIZE", "Leg", "Pump", "PumpResult", "SocketLeg"]
+__all__ = [
+    "COPY_BUFFER",
+    "PIPE_SIZE",
+    "DirectionOptions",
+    "Leg",
+    "Pump",
+    "PumpResult",
+    "SocketLeg",
+]
 
 PIPE_SIZE = 1 << 20
 """Bytes a splice pipe holds (``F_SETPIPE_SZ``; the default ``pipe-max-size``). One
@@ -221,12 +229,26 @@ class SocketLeg(Leg):
 
 
 def _pollable(fd: int) -> bool:
-    """Whether epoll accepts ``fd``: not for regular files and directories."""
+    """Whether epoll accepts ``fd``: not regular files, directories or ``/dev/null``
+    (epoll refuses files whose reads never block, with ``EPERM``)."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return False
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
+        return True
+    import select  # noqa: PLC0415 (character devices only: a terminal, /dev/null)
+
+    if not hasattr(select, "epoll"):
+        return True
+    with select.epoll() as probe:
+        try:
+            probe.register(fd, select.EPOLLIN)
+        except OSError:
+            return False
+    return True
 
 
 # Empty splice pipes shared by every direction of this process: taking one is a list pop,
@@ -314,14 +336,56 @@ class PumpResult:
         return self.outcome == "eof"
 
 
+@dataclass(frozen=True, slots=True)
+class DirectionOptions:
+    """How one direction of a :class:`Pump` behaves (the defaults are the relay's).
+
+    * ``eof``: what the source's EOF does once every byte before it was written:
+      ``"shutdown"`` sends EOF to the destination and lets the other direction run on;
+      ``"keep"`` leaves the destination open (ncat's ``--no-shutdown``); ``"end"``
+      sends EOF and ends the whole connection (ncat's connect mode on socket EOF).
+    * ``quit_after_eof``: end the connection this many seconds after the source's EOF
+      (ncat's ``-q``).
+    * ``enabled=False``: never read the source (``--recv-only`` for stdin); the
+      destination is left open.
+    * ``discard``: read the source and drop the bytes (``--send-only`` for the socket).
+    * ``transform``: bytes in, bytes to write out (``-C``, ``-t``); forces the copy path.
+    """
+
+    eof: str = "shutdown"
+    quit_after_eof: float | None = None
+    enabled: bool = True
+    discard: bool = False
+    transform: Callable[[bytes], bytes] | None = None
+
+
+_DEFAULT_DIRECTION = DirectionOptions()
+
+
 class _Direction:
     """Bytes from ``src`` to ``dst``: read, hold at most one pipe or buffer, write."""
 
-    def __init__(self, pump: Pump, src: Leg, dst: Leg, *, allow_splice: bool) -> None:
+    def __init__(
+        self,
+        pump: Pump,
+        src: Leg,
+        dst: Leg,
+        *,
+        allow_splice: bool,
+        options: DirectionOptions = _DEFAULT_DIRECTION,
+        index: int = 0,
+    ) -> None:
         self.pump = pump
         self.loop = pump.loop
         self.src = src
         self.dst = dst
+        self.options = options
+        self.index = index
+        self.out: memoryview | None = None
+        # Seeing or changing the bytes needs them in Python: no splice, no sendfile.
+        allow_splice = allow_splice and not (
+            options.discard or options.transform is not None or pump.tap is not None
+        )
         self.count = 0
         self.pending = 0
         self.eof = False
@@ -359,6 +423,10 @@ class _Direction:
     # --- registration -----------------------------------------------------------------
 
     def begin(self) -> None:
+        if not self.options.enabled:
+            self.done = True
+            self.pump.direction_done(self, eof_sent=False)
+            return
         if self.src.read_fd < 0:
             self._finish_eof()
             return
@@ -533,6 +601,14 @@ class _Direction:
             self.view = memoryview(self.buffer)
         n = self.src.read_into(self.view[: self.limit])
         self.count += n
+        if n and self.pump.tap is not None:
+            self.pump.tap(self.index, bytes(self.view[:n]))
+        if n and self.options.transform is not None:
+            self.out = memoryview(self.options.transform(bytes(self.view[:n])))
+            self.pending = len(self.out)
+            if not self.pending:
+                self.out = None
+            return n
         if self.dst.datagram and (n or self.src.datagram):
             # One read, one datagram; a stream's EOF (0) is no datagram: it is EOF.
             self._write_datagram(n)
@@ -546,17 +622,19 @@ class _Direction:
 
     def _flush(self) -> None:
         """Write what is held; on a full destination stop reading and wait for it."""
-        if self.dst.write_fd < 0:
-            # Nowhere to write (a file being read): counted, dropped.
+        if self.dst.write_fd < 0 or self.options.discard:
+            # Nowhere to write (a file being read), or asked to drop: counted, dropped.
             self.pending = 0
+            self.out = None
         while self.pending:
             try:
                 if self.splice:
                     assert _SPLICE is not None  # noqa: S101
                     n = _SPLICE(self.pipe_r, self.dst.write_fd, self.pending, flags=_SPLICE_FLAGS)
                 else:
-                    assert self.view is not None  # noqa: S101
-                    n = self.dst.write(self.view[self.start : self.start + self.pending])
+                    source = self.out if self.out is not None else self.view
+                    assert source is not None  # noqa: S101
+                    n = self.dst.write(source[self.start : self.start + self.pending])
             except _AGAIN:
                 self._want_read(False)
                 self._want_write(True)
@@ -570,6 +648,7 @@ class _Direction:
             self.pending -= n
             self.start += n
         self.start = 0
+        self.out = None
         if self.pipe_r >= 0:
             # Empty: back to the pool, so an idle connection holds no pipe (2 fds, not 6).
             self._close_pipe()
@@ -622,12 +701,17 @@ class _Direction:
         if self.done:
             return
         self.stop()
-        try:
-            self.dst.send_eof()
-        except OSError as error:
-            self.pump.fail(self.dst, error)
+        rule = self.options.eof
+        if rule != "keep":
+            try:
+                self.dst.send_eof()
+            except OSError as error:
+                self.pump.fail(self.dst, error)
+                return
+        if rule == "end":
+            self.pump.end_after_eof(self)
             return
-        self.pump.direction_done(self)
+        self.pump.direction_done(self, eof_sent=rule != "keep")
 
 
 class Pump:
@@ -650,14 +734,18 @@ class Pump:
         close_wait: float | None = None,
         splice: bool = True,
         on_event: Callable[[str, Leg, str], None] | None = None,
+        forward: DirectionOptions = _DEFAULT_DIRECTION,
+        backward: DirectionOptions = _DEFAULT_DIRECTION,
+        tap: Callable[[int, bytes], None] | None = None,
     ) -> None:
         self.a, self.b = a, b
+        self.tap = tap
         self.loop = asyncio.get_running_loop()
         self.idle_timeout = idle_timeout
         self.close_wait = close_wait
         self.on_event = on_event
-        self.forward = _Direction(self, a, b, allow_splice=splice)
-        self.backward = _Direction(self, b, a, allow_splice=splice)
+        self.forward = _Direction(self, a, b, allow_splice=splice, options=forward, index=0)
+        self.backward = _Direction(self, b, a, allow_splice=splice, options=backward, index=1)
         self.last_activity = self.loop.time()
         self._finished: asyncio.Future[None] = self.loop.create_future()
         self._outcome = "eof"
@@ -702,9 +790,10 @@ class Pump:
 
     # --- called by the directions -----------------------------------------------------------
 
-    def direction_done(self, direction: _Direction) -> None:
+    def direction_done(self, direction: _Direction, *, eof_sent: bool = True) -> None:
         """``direction`` delivered its EOF; the pump ends when both have."""
-        self._event("shutdown", direction.dst)
+        if eof_sent:
+            self._event("shutdown", direction.dst)
         self._done_count += 1
         if self._done_count == 2:
             self._set_finished()
@@ -713,6 +802,9 @@ class Pump:
         """``direction``'s source sent EOF (the close-wait timer starts at the first)."""
         self._event("eof", direction.src)
         self._eofs += 1
+        quit_after = direction.options.quit_after_eof
+        if quit_after is not None:
+            self._timers.append(self.loop.call_later(quit_after, self._quit_after_eof))
         if self._eofs == 1 and self.close_wait is not None:
             self._timers.append(self.loop.call_later(self.close_wait, self._close_wait_over))
 
@@ -763,6 +855,14 @@ class Pump:
         if not self._finished.done():
             self._outcome = "idle"
             self._set_finished()
+
+    def end_after_eof(self, direction: _Direction) -> None:
+        """``direction``'s EOF ends the connection (its rule is ``"end"``): clean."""
+        self._event("shutdown", direction.dst)
+        self._set_finished()
+
+    def _quit_after_eof(self) -> None:
+        self._set_finished()  # a clean end the caller asked for (-q)
 
     def _close_wait_over(self) -> None:
         if not self._finished.done():
