@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sockit.cli.serve import run_serve  # noqa: PLC0415 (lazy: start-up time)
 
         return run_serve(arguments[1:])
+    if arguments[:1] not in (["demo"], ["-h"], ["--help"], []):
+        from sockit.cli.ncat import run_ncat  # noqa: PLC0415 (lazy: start-up time)
+
+        return run_ncat(arguments)
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command is None:

@@ -1,0 +1,645 @@
+"""``sockit [options] [hostname] [port]``: ncat's command line, on sockit's relay engine.
+
+Parsing and wiring only: the legs, the pump and its EOF rules live in
+:mod:`sockit.relay`. ncat's options keep ncat's meanings and exit codes (0 success, 1
+network error with one line naming the address, 2 usage error). The EOF model (ncat
+7.96+), as :class:`~sockit.relay.pump.DirectionOptions` of the pump:
+
+======================  ==========================================================
+connect mode, TCP/UNIX  stdin EOF -> ``shutdown(SHUT_WR)``, keep receiving; socket EOF
+                        ends the program (``-k``: keeps it running until stdin EOF)
+``--no-shutdown``       stdin EOF leaves the socket fully open
+``-q SECS``             quit SECS after stdin EOF
+``--send-only``         received data is dropped; quit once stdin EOF is sent
+``--recv-only``         stdin is never read (and the socket never half-closed)
+UDP                     stdin EOF ends nothing (UDP has no EOF) unless ``-q``
+listen, no ``-k``       one client; exit when both directions have ended
+======================  ==========================================================
+
+A reset peer is never a clean end: exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sockit.cli._common import Parser, UsageError
+from sockit.cli.main import EXIT_NETWORK_ERROR, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from sockit.relay.pump import Leg, PumpResult
+
+__all__ = ["DEFAULT_LISTEN_PORT", "build_ncat_parser", "run_ncat"]
+
+DEFAULT_LISTEN_PORT = 31337
+"""ncat's port for ``-l`` without one."""
+
+_PROG = "sockit"
+_EXIT_INTERRUPTED = 130
+_UNSUPPORTED = {
+    "sctp": "--sctp",
+    "vsock": "--vsock",
+    "lua_exec": "--lua-exec",
+    "source_route": "-g",
+    "source_route_pointer": "-G",
+}
+_TLS_OPTIONS = (
+    "--ssl",
+    "--ssl-cert",
+    "--ssl-key",
+    "--ssl-verify",
+    "--ssl-trustfile",
+    "--ssl-ciphers",
+    "--ssl-servername",
+    "--ssl-alpn",
+)
+
+
+def build_ncat_parser() -> argparse.ArgumentParser:
+    """The parser of ncat mode: ``sockit [options] [hostname] [port]``."""
+    import argparse  # noqa: PLC0415 (lazy: start-up time)
+
+    parser = Parser(
+        prog=_PROG,
+        usage="%(prog)s [options] [hostname] [port]\n       %(prog)s {demo,relay,serve} ...",
+        description=(
+            "Connect to HOST PORT, or listen with -l, relaying stdin and stdout (ncat's "
+            "options and exit codes). Subcommands: demo, relay, serve."
+        ),
+        epilog=(
+            "Times take ms, s, m or h (500ms, 2s). Exit codes: 0 success, 1 network error, "
+            "2 usage error."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("host", nargs="?", metavar="hostname")
+    add("port", nargs="?", metavar="port")
+    add("-4", dest="ipv4", action="store_true", help="use IPv4 only")
+    add("-6", dest="ipv6", action="store_true", help="use IPv6 only")
+    add("-U", "--unixsock", action="store_true", help="use UNIX domain sockets only")
+    add("-u", "--udp", action="store_true", help="use UDP instead of TCP")
+    add("-l", "--listen", action="store_true", help="bind and listen for connections")
+    add("-k", "--keep-open", action="store_true", help="accept several connections")
+    add("-m", "--max-conns", type=int, default=None, metavar="N", help="at most N at once")
+    add("-p", "--source-port", metavar="PORT", help="source port (listen: the port)")
+    add("-s", "--source", metavar="ADDR", help="source address (listen: the address)")
+    add("-n", "--nodns", action="store_true", help="do not resolve host names")
+    add("-w", "--wait", metavar="TIME", help="connect timeout")
+    add("-i", "--idle-timeout", metavar="TIME", help="idle read/write timeout")
+    add("-d", "--delay", metavar="TIME", help="wait between reads/writes")
+    add("-q", dest="quit_after", metavar="TIME", help="quit TIME after EOF on stdin")
+    add("-C", "--crlf", action="store_true", help="send CRLF for LF")
+    add("-t", "--telnet", action="store_true", help="answer Telnet negotiations (refuse)")
+    add("-z", dest="scan", action="store_true", help="report open ports, send no data")
+    add("-v", "--verbose", action="count", default=0, help="more messages (repeatable)")
+    add("-o", "--output", metavar="FILE", help="write session data to FILE")
+    add("-x", "--hex-dump", metavar="FILE", help="write session data as hex to FILE")
+    add("--append-output", action="store_true", help="append to -o/-x files")
+    add("--send-only", action="store_true", help="only send data, ignore what arrives")
+    add("--recv-only", action="store_true", help="only receive data, never read stdin")
+    add("--no-shutdown", action="store_true", help="no half-close on stdin EOF")
+    add("-e", "--exec", dest="exec_command", metavar="CMD", help="run CMD (no shell)")
+    add("-c", "--sh-exec", dest="sh_command", metavar="CMD", help="run CMD with /bin/sh")
+    add("--allow", action="append", metavar="HOST", help="only accept these peers")
+    add("--allowfile", action="append", metavar="FILE", help="peers to allow, from FILE")
+    add("--deny", action="append", metavar="HOST", help="refuse these peers")
+    add("--denyfile", action="append", metavar="FILE", help="peers to refuse, from FILE")
+    add("--broker", action="store_true", help="relay every client's data to the others")
+    add("--chat", action="store_true", help="broker with user tags")
+    add("--proxy", metavar="ADDR[:PORT]", help="connect through this proxy")
+    add("--proxy-type", metavar="TYPE", help="socks4, socks5 or http")
+    add("--proxy-auth", metavar="USER:PASS", help="proxy credentials")
+    add("--proxy-dns", metavar="TYPE", help="local, remote, both or none")
+    add("--trace", action="store_true", help="show each socket operation")
+    add("--log-format", choices=("text", "json"), default="text", help="stderr format")
+    add("--buffer-size", type=int, metavar="BYTES", help="copy buffer size")
+    add("--no-splice", action="store_true", help="copy instead of splice(2)")
+    for name, flag in _UNSUPPORTED.items():
+        if flag.startswith("--"):
+            add(flag, dest=name, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
+        else:
+            add(flag, dest=name, default=None, help=argparse.SUPPRESS)
+    for flag in _TLS_OPTIONS:
+        dest = "tls_" + flag.removeprefix("--ssl").replace("-", "_").strip("_")
+        add(flag, dest=dest, nargs="?", const=True, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+@dataclass
+class _Plan:
+    args: argparse.Namespace
+    listen: bool
+    host: str | None
+    port: int | None
+    path: str | None
+    family: int | None
+    connect_timeout: float | None
+    idle_timeout: float | None
+    quit_after: float | None
+
+
+def run_ncat(argv: Sequence[str]) -> int:
+    """Run ncat mode with ``argv``; the exit code."""
+    from sockit.errors import AddressError  # noqa: PLC0415 (lazy: start-up time)
+
+    parser = build_ncat_parser()
+    try:
+        args = parser.parse_intermixed_args(list(argv))
+        plan = _plan(args)
+    except (UsageError, AddressError, ValueError) as error:
+        sys.stderr.write(f"{_PROG}: error: {error} (see '{_PROG} --help')\n")
+        return EXIT_USAGE
+    if args.trace:
+        _trace_to_stderr()
+    from sockit.relay.runner import raise_fd_limit  # noqa: PLC0415
+
+    raise_fd_limit()
+    return _run(plan)
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    import socket  # noqa: PLC0415
+
+    from sockit.addr import parse_port  # noqa: PLC0415
+    from sockit.proto.timeouts import parse_duration  # noqa: PLC0415
+
+    for name, flag in _UNSUPPORTED.items():
+        if getattr(args, name) is not None:
+            raise UsageError(f"{flag} is not supported")
+    if any(value is not None for key, value in vars(args).items() if key.startswith("tls_")):
+        raise UsageError("TLS is not available yet (--ssl options)")
+    if args.broker or args.chat:
+        raise UsageError("--broker and --chat are not available yet")
+    if args.proxy is not None:
+        raise UsageError("--proxy is not available yet")
+    if args.ipv4 and args.ipv6:
+        raise UsageError("-4 and -6 contradict each other")
+    if args.send_only and args.recv_only:
+        raise UsageError("--send-only and --recv-only contradict each other")
+    if args.exec_command is not None and args.sh_command is not None:
+        raise UsageError("give -e or -c, not both")
+    if args.max_conns is not None and args.max_conns < 1:
+        raise UsageError("-m needs a positive number")
+    family = socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else None
+    host, port_text = args.host, args.port
+    path = None
+    if args.unixsock:
+        if args.udp:
+            raise UsageError("UNIX datagram sockets (-U -u) are not available yet")
+        if host is None:
+            raise UsageError("-U needs a socket path")
+        if port_text is not None:
+            raise UsageError("-U takes a path, not a port")
+        path, host = host, None
+    port: int | None = None
+    if args.listen:
+        # ncat: "-l [host] [port]"; a lone argument is the port.
+        if port_text is None and host is not None and path is None:
+            host, port_text = None, host
+        if args.source is not None:
+            host = host or args.source
+        if args.source_port is not None:
+            port_text = port_text or args.source_port
+        if path is None:
+            port = parse_port(port_text) if port_text is not None else DEFAULT_LISTEN_PORT
+    elif args.scan:
+        if host is None or port_text is None:
+            raise UsageError("-z needs a host and ports (e.g. 20-25,80)")
+    elif path is None:
+        if host is None:
+            raise UsageError("you must give a host to connect to (or -l to listen)")
+        if port_text is None:
+            raise UsageError("you must give a port to connect to")
+        port = parse_port(port_text)
+        if port == 0:
+            raise UsageError("cannot connect to port 0")
+    if args.nodns and host is not None:
+        from sockit.addr import is_ip_literal  # noqa: PLC0415
+
+        if not is_ip_literal(host):
+            raise UsageError(f"-n: {host!r} is not a numeric address")
+    return _Plan(
+        args=args,
+        listen=args.listen,
+        host=host,
+        port=port,
+        path=path,
+        family=family,
+        connect_timeout=None if args.wait is None else parse_duration(args.wait),
+        idle_timeout=None if args.idle_timeout is None else parse_duration(args.idle_timeout),
+        quit_after=None if args.quit_after is None else parse_duration(args.quit_after),
+    )
+
+
+def _trace_to_stderr() -> None:
+    from sockit.cli._common import add_log_handler  # noqa: PLC0415
+
+    tracer = logging.getLogger("sockit.trace")
+    add_log_handler(
+        tracer, prog=f"{_PROG}: trace", level=logging.DEBUG, log_format="text", stream=sys.stderr
+    )
+
+
+def _say(plan: _Plan, level: int, message: str) -> None:
+    """A ``-v`` message on stderr (``level``: how many -v it needs)."""
+    if plan.args.verbose >= level:
+        sys.stderr.write(f"{_PROG}: {message}\n")
+        sys.stderr.flush()
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(f"{_PROG}: {message}\n")
+    return EXIT_NETWORK_ERROR
+
+
+def _run(plan: _Plan) -> int:
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from sockit._version import __version__  # noqa: PLC0415
+    from sockit.aio._loop import run as run_loop  # noqa: PLC0415
+    from sockit.errors import ConnectError, ResolutionError  # noqa: PLC0415
+
+    _say(plan, 1, f"Version {__version__} ( sockit, ncat-compatible )")
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        if plan.args.scan:
+            return await _scan(plan)
+        if plan.listen:
+            return await _listen(plan)
+        return await _connect(plan)
+
+    try:
+        return run_loop(main())
+    except asyncio.CancelledError:
+        return _EXIT_INTERRUPTED
+    except ResolutionError as error:
+        return _error(str(error))
+    except ConnectError as error:
+        return _error(f"{_reason(error)}: {error.host}:{error.port}.")
+    except TimeoutError as error:
+        return _error(str(error) or "timed out")
+    except OSError as error:
+        where = plan.path or (f"{plan.host}:{plan.port}" if plan.host else f"port {plan.port}")
+        return _error(f"{error.strerror or error}: {where}.")
+
+
+def _reason(error: OSError) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "Connection refused"
+    if isinstance(error, TimeoutError):
+        return "Connection timed out"
+    return error.strerror or "Connection failed"
+
+
+# --- connect mode ------------------------------------------------------------------------
+
+
+async def _connect(plan: _Plan) -> int:
+    from sockit.relay.grammar import EndpointOptions, EndpointSpec  # noqa: PLC0415
+    from sockit.relay.legs import open_leg  # noqa: PLC0415
+
+    args = plan.args
+    bind = None
+    if args.source is not None or args.source_port is not None:
+        from sockit.addr import parse_local_address, parse_port  # noqa: PLC0415
+
+        port = 0 if args.source_port is None else parse_port(args.source_port)
+        bind = parse_local_address((args.source or _any_address(plan), port), family=plan.family)
+    options = EndpointOptions(bind=bind, connect_timeout=plan.connect_timeout)
+    if plan.path is not None:
+        spec = EndpointSpec("unix", f"unix:{plan.path}", path=plan.path, options=options)
+    else:
+        kind = "udp" if args.udp else "tcp"
+        spec = EndpointSpec(
+            kind, f"{kind}:{plan.host}:{plan.port}", plan.host, plan.port, options=options
+        )
+    if plan.family is not None and plan.host is not None:
+        remote = await _connect_family(spec, plan)
+    else:
+        remote = await open_leg(spec, first=False)
+    _say(plan, 1, f"Connected to {_peer(remote)}.")
+    _say(plan, 2, f"Connection {_four_tuple(remote)}.")
+    local = await _local_leg(plan, remote)
+    return await _pump(plan, local, remote, connect_mode=True)
+
+
+def _any_address(plan: _Plan) -> str:
+    import socket  # noqa: PLC0415
+
+    return "::" if plan.family == socket.AF_INET6 else "0.0.0.0"
+
+
+async def _connect_family(spec: object, plan: _Plan) -> Leg:
+    """``-4``/``-6``: connect with the family restricted."""
+    from sockit.aio.connect import connect_socket  # noqa: PLC0415
+    from sockit.relay.grammar import EndpointSpec  # noqa: PLC0415
+    from sockit.relay.pump import SocketLeg  # noqa: PLC0415
+
+    assert isinstance(spec, EndpointSpec)  # noqa: S101
+    if spec.kind == "udp":
+        from sockit.relay.legs import open_leg  # noqa: PLC0415
+
+        return await open_leg(spec, first=False)
+    assert spec.host is not None  # noqa: S101
+    assert spec.port is not None  # noqa: S101
+    local = None if spec.options.bind is None else (spec.options.bind.host, spec.options.bind.port)
+    sock, address = await connect_socket(
+        spec.host, spec.port, timeout=plan.connect_timeout, family=plan.family, local_address=local
+    )
+    leg = SocketLeg(sock, spec.text)
+    leg.set_addresses(None, address)
+    return leg
+
+
+async def _local_leg(plan: _Plan, peer: Leg) -> Leg:
+    """stdin/stdout, or the -e/-c child."""
+    from sockit.relay.grammar import EndpointSpec  # noqa: PLC0415
+    from sockit.relay.legs import StdioLeg, spawn_child  # noqa: PLC0415
+
+    args = plan.args
+    if args.exec_command is not None:
+        import shlex  # noqa: PLC0415
+
+        argv = tuple(shlex.split(args.exec_command))
+        return spawn_child(EndpointSpec("exec", "exec", argv=argv), peer, kill_grace=2.0)
+    if args.sh_command is not None:
+        spec = EndpointSpec("sh", "sh", argv=("/bin/sh", "-c", args.sh_command))
+        return spawn_child(spec, peer, kill_grace=2.0)
+    return StdioLeg()
+
+
+async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> int:
+    """Pump with ncat's EOF rules (see the module docstring); the exit code."""
+    from sockit.relay.pump import DirectionOptions, Pump  # noqa: PLC0415
+
+    args = plan.args
+    exec_mode = args.exec_command is not None or args.sh_command is not None
+    udp = remote.datagram
+    # local -> remote (stdin to the socket)
+    forward = DirectionOptions(
+        eof="keep" if args.no_shutdown else ("end" if args.send_only else "shutdown"),
+        quit_after_eof=plan.quit_after,
+        enabled=not args.recv_only or exec_mode,
+        transform=_crlf() if args.crlf and not exec_mode else None,
+    )
+    # remote -> local (the socket to stdout)
+    socket_eof_ends = connect_mode and not args.keep_open and not exec_mode and not udp
+    backward = DirectionOptions(
+        eof="end" if socket_eof_ends else "shutdown",
+        discard=args.send_only and not exec_mode,
+        transform=_telnet(remote) if args.telnet else None,
+    )
+    tap = _session_log(plan)
+    pump = Pump(
+        local,
+        remote,
+        idle_timeout=plan.idle_timeout,
+        splice=not args.no_splice,
+        forward=forward,
+        backward=backward,
+        tap=tap,
+    )
+    result = await pump.run()
+    if tap is not None:
+        tap.close()
+    _say(
+        plan,
+        1,
+        f"{result.sent_a_to_b} bytes sent, {result.sent_b_to_a} bytes received in "
+        f"{result.duration:.2f} seconds.",
+    )
+    return _status(plan, result)
+
+
+def _status(plan: _Plan, result: PumpResult) -> int:
+    if result.outcome == "reset":
+        reason = "reset" if result.error is None else (result.error.strerror or "error")
+        sys.stderr.write(f"{_PROG}: {result.failed_leg}: {reason}.\n")
+        return EXIT_NETWORK_ERROR
+    if result.outcome == "idle":
+        sys.stderr.write(f"{_PROG}: Idle timeout expired ({plan.idle_timeout:g} s).\n")
+        return EXIT_NETWORK_ERROR
+    return EXIT_OK
+
+
+def _crlf() -> Callable[[bytes], bytes]:
+    from sockit.proto.lineends import CrlfEncoder  # noqa: PLC0415
+
+    return CrlfEncoder().feed
+
+
+def _telnet(remote: Leg) -> Callable[[bytes], bytes]:
+    from sockit.proto.telnet import TelnetFilter  # noqa: PLC0415
+    from sockit.relay.pump import SocketLeg  # noqa: PLC0415
+
+    telnet = TelnetFilter()
+
+    def transform(data: bytes) -> bytes:
+        user, replies = telnet.feed(data)
+        if replies and isinstance(remote, SocketLeg):
+            # Refusals are a few bytes on a socket with room: sent at once.
+            remote.sock.send(replies)
+        return user
+
+    return transform
+
+
+class _SessionLog:
+    """``-o``/``-x``: every byte of the session to a file (raw or ncat's hex dump)."""
+
+    def __init__(self, output: str | None, hex_dump: str | None, *, append: bool) -> None:
+        self.files: list[tuple[int, object | None]] = []
+        self.raw = _open_log(output, append=append) if output else -1
+        self.hex = _open_log(hex_dump, append=append) if hex_dump else -1
+        from sockit.proto.hexdump import HexDumper  # noqa: PLC0415
+
+        self.dumper = HexDumper()
+
+    def __call__(self, index: int, data: bytes) -> None:
+        import os  # noqa: PLC0415
+
+        if self.raw >= 0:
+            os.write(self.raw, data)
+        if self.hex >= 0:
+            text = self.dumper.feed(data, "sent" if index == 0 else "received")
+            os.write(self.hex, text.encode("ascii"))
+
+    def close(self) -> None:
+        import os  # noqa: PLC0415
+
+        for fd in (self.raw, self.hex):
+            if fd >= 0:
+                os.close(fd)
+        self.raw = self.hex = -1
+
+
+def _open_log(path: str, *, append: bool) -> int:
+    """Open a session log without following a symlink at ``path`` (O_NOFOLLOW)."""
+    import os  # noqa: PLC0415
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    flags |= os.O_APPEND if append else os.O_TRUNC
+    return os.open(path, flags, 0o600)
+
+
+def _session_log(plan: _Plan) -> _SessionLog | None:
+    args = plan.args
+    if args.output is None and args.hex_dump is None:
+        return None
+    return _SessionLog(args.output, args.hex_dump, append=args.append_output)
+
+
+def _peer(leg: Leg) -> str:
+    remote = leg.remote_address
+    if remote is None:
+        return leg.name
+    return remote.path or "" if remote.is_unix else str(remote)
+
+
+def _four_tuple(leg: Leg) -> str:
+    return f"{leg.local_address} -> {leg.remote_address}"
+
+
+# --- listen mode -------------------------------------------------------------------------
+
+
+async def _listen(plan: _Plan) -> int:
+    args = plan.args
+    exec_mode = args.exec_command is not None or args.sh_command is not None
+    if args.udp:
+        return await _listen_udp(plan)
+    if args.keep_open:
+        if not exec_mode:
+            raise_usage = "-k without -e/-c (stdin broadcast to every client) is not available yet"
+            sys.stderr.write(f"{_PROG}: error: {raise_usage}\n")
+            return EXIT_USAGE
+        return await _listen_many_exec(plan)
+    return await _listen_once(plan)
+
+
+def _listen_spec(plan: _Plan) -> str:
+    if plan.path is not None:
+        return f"unix-listen:{plan.path}"
+    host = plan.host
+    if host is None and plan.family is not None:
+        host = _any_address(plan)
+    if host is None:
+        return f"tcp-listen:{plan.port}"
+    return f"tcp-listen:[{host}]:{plan.port}" if ":" in host else f"tcp-listen:{host}:{plan.port}"
+
+
+async def _listen_once(plan: _Plan) -> int:
+    from sockit.relay.runner import Relay  # noqa: PLC0415
+
+    relay = Relay(_listen_spec(plan), "-")
+    addresses = await relay.start()
+    for address in addresses:
+        _say(plan, 1, f"Listening on {address}")
+    assert relay._listener is not None  # noqa: S101 (same package family)
+    try:
+        client = await relay._accept_one(relay._listener)
+    finally:
+        await relay.aclose()
+    _say(plan, 1, f"Connection from {_peer(client)}.")
+    _say(plan, 2, f"Connection {_four_tuple(client)}.")
+    local = await _local_leg(plan, client)
+    return await _pump(plan, local, client, connect_mode=False)
+
+
+async def _listen_many_exec(plan: _Plan) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from sockit.relay.runner import Relay  # noqa: PLC0415
+
+    args = plan.args
+    if args.exec_command is not None:
+        target = f"exec:{args.exec_command}"
+    else:
+        target = f"sh:{args.sh_command}"
+    source = _listen_spec(plan) + f",max-conns={args.max_conns or 100}"
+    if plan.idle_timeout is not None:
+        source += f",idle-timeout={plan.idle_timeout}"
+    from sockit.relay.grammar import parse_relay_endpoint  # noqa: PLC0415
+
+    relay = Relay(parse_relay_endpoint(source), parse_relay_endpoint(target))
+    addresses = await relay.start()
+    for address in addresses:
+        _say(plan, 1, f"Listening on {address}")
+    try:
+        await relay.run()
+    except asyncio.CancelledError:
+        return EXIT_OK
+    return EXIT_OK
+
+
+async def _listen_udp(plan: _Plan) -> int:
+    """UDP listen: the first datagram's sender becomes the peer (ncat's way)."""
+    import asyncio  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    from sockit.addr import SocketAddress  # noqa: PLC0415
+    from sockit.relay.pump import SocketLeg  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    family = plan.family or socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        host = plan.host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        sock.bind((host, plan.port or 0))
+        _say(plan, 1, f"Listening on {SocketAddress.from_sockaddr(family, sock.getsockname())}")
+        data, sender = await loop.sock_recvfrom(sock, 65536)
+        sock.connect(sender)
+    except BaseException:
+        sock.close()
+        raise
+    leg = SocketLeg(sock, "udp")
+    _say(plan, 1, f"Connection from {_peer(leg)}.")
+    local = await _local_leg(plan, leg)
+    if local.write_fd >= 0 and data:
+        import os  # noqa: PLC0415
+
+        os.write(local.write_fd, data)  # the first datagram: small, written at once
+    return await _pump(plan, local, leg, connect_mode=False)
+
+
+# --- scan ----------------------------------------------------------------------------------
+
+
+async def _scan(plan: _Plan) -> int:
+    from sockit.relay.scan import parse_port_spec, scan_ports  # noqa: PLC0415
+
+    assert plan.host is not None  # noqa: S101
+    ports = parse_port_spec(plan.args.port)
+    timeout = plan.connect_timeout or 2.0
+
+    def report(result: object) -> None:
+        from sockit.relay.scan import PortResult  # noqa: PLC0415
+
+        assert isinstance(result, PortResult)  # noqa: S101
+        if result.open:
+            _say(plan, 1, f"Connected to {result.address}.")
+        else:
+            _say(plan, 2, f"{plan.host}:{result.port}: {result.error}.")
+
+    results = await scan_ports(
+        plan.host, ports, timeout=timeout, family=plan.family, on_result=report
+    )
+    opened = [result for result in results if result.open]
+    _say(plan, 1, f"{len(opened)} of {len(results)} ports open.")
+    return EXIT_OK if opened else EXIT_NETWORK_ERROR
