@@ -21,6 +21,7 @@ A reset peer is never a clean end: exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -175,8 +176,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
             raise UsageError(f"{flag} is not supported")
     if any(value is not None for key, value in vars(args).items() if key.startswith("tls_")):
         raise UsageError("TLS is not available yet (--ssl options)")
-    if args.broker or args.chat:
-        raise UsageError("--broker and --chat are not available yet")
+    if args.chat:
+        raise UsageError("--chat is not available yet")
+    if args.broker:
+        args.listen = args.keep_open = True  # ncat: --broker implies -l -k
     if args.proxy is not None:
         raise UsageError("--proxy is not available yet")
     if args.ipv4 and args.ipv6:
@@ -523,9 +526,7 @@ async def _listen(plan: _Plan) -> int:
         return await _listen_udp(plan)
     if args.keep_open:
         if not exec_mode:
-            raise_usage = "-k without -e/-c (stdin broadcast to every client) is not available yet"
-            sys.stderr.write(f"{_PROG}: error: {raise_usage}\n")
-            return EXIT_USAGE
+            return await _listen_hub(plan)
         return await _listen_many_exec(plan)
     return await _listen_once(plan)
 
@@ -547,7 +548,7 @@ async def _listen_once(plan: _Plan) -> int:
     relay = Relay(_listen_spec(plan), "-")
     addresses = await relay.start()
     for address in addresses:
-        _say(plan, 1, f"Listening on {address}")
+        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
     assert relay._listener is not None  # noqa: S101 (same package family)
     try:
         client = await relay._accept_one(relay._listener)
@@ -557,6 +558,37 @@ async def _listen_once(plan: _Plan) -> int:
     _say(plan, 2, f"Connection {_four_tuple(client)}.")
     local = await _local_leg(plan, client)
     return await _pump(plan, local, client, connect_mode=False)
+
+
+async def _listen_hub(plan: _Plan) -> int:
+    """``-l -k``: stdin to every client, every client to stdout (``--broker``: clients
+    to each other), until interrupted."""
+    import asyncio  # noqa: PLC0415
+
+    from sockit.relay.grammar import parse_relay_endpoint  # noqa: PLC0415
+    from sockit.relay.hub import Hub  # noqa: PLC0415
+    from sockit.relay.legs import StdioLeg  # noqa: PLC0415
+    from sockit.relay.runner import listen_on  # noqa: PLC0415
+
+    listener = listen_on(parse_relay_endpoint(_listen_spec(plan)))
+    local = StdioLeg()
+    try:
+        for address in listener.addresses:
+            _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+        hub = Hub(
+            listener,
+            local,
+            max_conns=plan.args.max_conns or 100,
+            broker=plan.args.broker,
+            on_connect=lambda address: _say(plan, 1, f"Connection from {address}."),
+            on_disconnect=lambda address: _say(plan, 2, f"Connection from {address} closed."),
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            await hub.run()
+    finally:
+        local.close()
+        listener.close()
+    return EXIT_OK
 
 
 async def _listen_many_exec(plan: _Plan) -> int:
@@ -577,7 +609,7 @@ async def _listen_many_exec(plan: _Plan) -> int:
     relay = Relay(parse_relay_endpoint(source), parse_relay_endpoint(target))
     addresses = await relay.start()
     for address in addresses:
-        _say(plan, 1, f"Listening on {address}")
+        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
     try:
         await relay.run()
     except asyncio.CancelledError:

@@ -557,6 +557,12 @@ def _first(*values: float | None) -> float | None:
     return None
 
 
+def listen_on(spec: EndpointSpec) -> SocketListener:
+    """The bound listener of a ``tcp-listen`` or ``unix-listen`` endpoint (its ``mode``
+    and ``backlog`` applied)."""
+    return _listen(spec)
+
+
 def _listen(spec: EndpointSpec) -> SocketListener:
     from sockit.sync import listen, listen_unix  # noqa: PLC0415 (binding only)
 

@@ -1,0 +1,312 @@
+"""ncat's ``-l -k`` without ``-e``: one stdin and stdout shared by many clients.
+
+:class:`Hub` accepts clients on a listener (the event loop's epoll: no ``FD_SETSIZE``
+ceiling) and
+
+* **broadcasts** what it reads from its local input (stdin) to every connected client;
+* writes what **every client** sends to its local output (stdout), chunk by chunk as it
+  arrives (chunks from different clients interleave, never split);
+* on local EOF half-closes every client (``shutdown(SHUT_WR)``) and every client that
+  connects later; a client's EOF or reset ends that client only;
+* caps the clients at ``max_conns``: one more is closed at once (ncat's ``-m``);
+* in **broker** mode (ncat's ``--broker``) relays each client's data to every other
+  client instead of to the local output.
+
+Bounded: each client's pending output and the local output hold at most
+``BUFFER_LIMIT`` bytes; while any is full, the side feeding it is not read (a slow
+client slows the broadcast, never grows memory).
+
+Must never block the event loop nor let one client's failure end the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sockit.addr import SocketAddress
+from sockit.addr.binding import set_linger_zero
+from sockit.proto.accept import AcceptAction, classify_accept_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sockit.relay.pump import Leg
+    from sockit.sync import SocketListener
+
+__all__ = ["BUFFER_LIMIT", "Hub", "HubStats"]
+
+BUFFER_LIMIT = 256 * 1024
+"""Pending bytes per client, and for the local output, before its source is paused."""
+
+_READ_SIZE = 65536
+_logger = logging.getLogger("sockit.relay")
+
+
+@dataclass
+class HubStats:
+    """Counts over the hub's life."""
+
+    connections: int = 0
+    refused: int = 0
+    active: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class _Client:
+    sock: socket.socket
+    address: SocketAddress
+    pending: bytearray = field(default_factory=bytearray)
+    writing: bool = False
+    eof_wanted: bool = False
+
+
+class Hub:
+    """Many clients on ``listener`` sharing ``local`` (stdin/stdout); see the module.
+
+    ``on_connect(address)`` and ``on_disconnect(address)`` are told about each client
+    (for ``-v``). ``await hub.run()`` serves until cancelled, then closes every client.
+    """
+
+    def __init__(
+        self,
+        listener: SocketListener,
+        local: Leg,
+        *,
+        max_conns: int = 100,
+        broker: bool = False,
+        on_connect: Callable[[SocketAddress], None] | None = None,
+        on_disconnect: Callable[[SocketAddress], None] | None = None,
+    ) -> None:
+        self.listener = listener
+        self.local = local
+        self.max_conns = max_conns
+        self.broker = broker
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.stats = HubStats()
+        self._clients: dict[int, _Client] = {}
+        self._output = bytearray()
+        self._output_writing = False
+        self._local_reading = False
+        self._local_eof = False
+        self._clients_paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> None:
+        """Serve until cancelled; every client and the listener are closed at the end."""
+        loop = self._loop = asyncio.get_running_loop()
+        for sock in self.listener.sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+        if not self.broker:
+            self._read_local(True)
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            for sock in self.listener.sockets:
+                if sock.fileno() >= 0:
+                    loop.remove_reader(sock.fileno())
+            self._read_local(False)
+            if self._output_writing and self.local.write_fd >= 0:
+                loop.remove_writer(self.local.write_fd)
+            for client in list(self._clients.values()):
+                self._drop(client, abort=True)
+
+    # --- clients --------------------------------------------------------------------
+
+    def _on_acceptable(self, lsock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                conn, sockaddr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if classify_accept_error(error.errno) is AcceptAction.RETRY:
+                    continue
+                _logger.warning("accept: %s", error.strerror, extra={"event": "accept_failed"})
+                return
+            address = SocketAddress.from_sockaddr(conn.family, sockaddr)
+            if len(self._clients) >= self.max_conns:
+                self.stats.refused += 1
+                with contextlib.suppress(OSError):
+                    set_linger_zero(conn)
+                conn.close()
+                continue
+            conn.setblocking(False)
+            client = _Client(conn, address)
+            self._clients[conn.fileno()] = client
+            self.stats.connections += 1
+            self.stats.active += 1
+            if self.on_connect is not None:
+                self.on_connect(address)
+            if self._local_eof and not self.broker:
+                self._shutdown(client)
+            if not self._clients_paused:
+                assert self._loop is not None  # noqa: S101
+                self._loop.add_reader(conn.fileno(), self._on_client_readable, client)
+
+    def _on_client_readable(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(client, abort=True)
+            return
+        if not data:
+            self._drop(client, abort=False)
+            return
+        self.stats.bytes_in += len(data)
+        if self.broker:
+            for other in list(self._clients.values()):
+                if other is not client:
+                    self._send(other, data)
+            return
+        self._output += data
+        self._flush_output()
+
+    def _send(self, client: _Client, data: bytes) -> None:
+        client.pending += data
+        self.stats.bytes_out += len(data)
+        self._flush_client(client)
+
+    def _flush_client(self, client: _Client) -> None:
+        assert self._loop is not None  # noqa: S101
+        while client.pending:
+            try:
+                sent = client.sock.send(client.pending)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._drop(client, abort=True)
+                return
+            del client.pending[:sent]
+        fd = client.sock.fileno()
+        if client.pending and not client.writing:
+            client.writing = True
+            self._loop.add_writer(fd, self._flush_client, client)
+        elif not client.pending:
+            if client.writing:
+                client.writing = False
+                self._loop.remove_writer(fd)
+            if client.eof_wanted:
+                self._shutdown(client)
+        self._update_local_reading()
+
+    def _shutdown(self, client: _Client) -> None:
+        if client.pending:
+            client.eof_wanted = True  # after the pending bytes
+            return
+        with contextlib.suppress(OSError):
+            client.sock.shutdown(socket.SHUT_WR)
+
+    def _drop(self, client: _Client, *, abort: bool) -> None:
+        assert self._loop is not None  # noqa: S101
+        fd = client.sock.fileno()
+        if self._clients.pop(fd, None) is None:
+            return
+        self._loop.remove_reader(fd)
+        if client.writing:
+            self._loop.remove_writer(fd)
+        if abort:
+            with contextlib.suppress(OSError):
+                set_linger_zero(client.sock)
+        client.sock.close()
+        self.stats.active -= 1
+        if self.on_disconnect is not None:
+            self.on_disconnect(client.address)
+        self._update_local_reading()
+
+    # --- the local side ---------------------------------------------------------------
+
+    def _read_local(self, on: bool) -> None:  # noqa: FBT001
+        assert self._loop is not None  # noqa: S101
+        fd = self.local.read_fd
+        if on == self._local_reading or fd < 0 or self._local_eof:
+            if fd < 0 and on and not self._local_eof:
+                self._on_local_eof()
+            return
+        self._local_reading = on
+        if self.local.read_pollable:
+            if on:
+                self._loop.add_reader(fd, self._on_local_readable)
+            else:
+                self._loop.remove_reader(fd)
+        elif on:
+            self._loop.call_soon(self._on_local_readable)
+
+    def _on_local_readable(self) -> None:
+        if not self._local_reading:
+            return
+        try:
+            data = os.read(self.local.read_fd, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._read_local(False)
+            self._on_local_eof()
+            return
+        for client in list(self._clients.values()):
+            self._send(client, data)
+        if not self.local.read_pollable and self._local_reading:
+            assert self._loop is not None  # noqa: S101
+            self._loop.call_soon(self._on_local_readable)
+
+    def _on_local_eof(self) -> None:
+        self._local_eof = True
+        for client in list(self._clients.values()):
+            self._shutdown(client)
+
+    def _update_local_reading(self) -> None:
+        """Pause stdin while any client has a full buffer; resume when none has."""
+        if self.broker or self._local_eof:
+            return
+        full = any(len(client.pending) >= BUFFER_LIMIT for client in self._clients.values())
+        self._read_local(not full)
+
+    def _flush_output(self) -> None:
+        assert self._loop is not None  # noqa: S101
+        fd = self.local.write_fd
+        while self._output and fd >= 0:
+            try:
+                written = os.write(fd, self._output)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                if error.errno == errno.EPIPE:
+                    self._output.clear()  # stdout closed: nothing more can be shown
+                    break
+                raise
+            del self._output[:written]
+        if fd < 0:
+            self._output.clear()
+        if self._output and not self._output_writing and self.local.write_pollable:
+            self._output_writing = True
+            self._loop.add_writer(fd, self._flush_output)
+        elif not self._output and self._output_writing:
+            self._output_writing = False
+            self._loop.remove_writer(fd)
+        self._pause_clients(len(self._output) >= BUFFER_LIMIT)
+
+    def _pause_clients(self, pause: bool) -> None:  # noqa: FBT001
+        if pause == self._clients_paused:
+            return
+        assert self._loop is not None  # noqa: S101
+        self._clients_paused = pause
+        for client in self._clients.values():
+            fd = client.sock.fileno()
+            if pause:
+                self._loop.remove_reader(fd)
+            else:
+                self._loop.add_reader(fd, self._on_client_readable, client)

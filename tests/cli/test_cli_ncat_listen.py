@@ -1,0 +1,119 @@
+"""ncat mode, listening with ``-k``: many clients at once (real subprocesses, loopback).
+
+* ``sockit -l -k PORT -e /bin/cat`` echoes for 300 clients that each send a line and
+  half-close (ncat 7.93 echoed 0 of 300 in this test: it lost the child's output after
+  the client's half-close).
+* ``sockit -lk`` holds 5,000 concurrent clients (ncat aborts at 1,024 descriptors),
+  broadcasts stdin to all of them and writes what each sends to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+TIMEOUT = 30.0
+
+
+@contextlib.contextmanager
+def listening(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    # No -v: the test reads stderr only up to the port, so nothing may fill that pipe.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockit", "-l", "-k", "127.0.0.1", "0", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        port = 0
+        for _ in range(5):
+            line = process.stderr.readline().decode()
+            if "Listening on" in line:
+                port = int(line.rsplit(":", 1)[1])
+                break
+        assert port, "no Listening line"
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(TIMEOUT)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_exec_cat_echoes_for_300_half_closing_clients() -> None:
+    with listening("-e", "/bin/cat", "-m", "400") as (process, port):
+        clients = []
+        try:
+            for index in range(300):
+                client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+                clients.append(client)
+                client.sendall(b"line %d\n" % index)
+                client.shutdown(socket.SHUT_WR)
+            echoed = 0
+            for index, client in enumerate(clients):
+                reply = b""
+                while data := client.recv(4096):
+                    reply += data
+                echoed += reply == b"line %d\n" % index
+        finally:
+            for client in clients:
+                client.close()
+        assert echoed == 300
+        assert process.poll() is None
+
+
+def test_keep_open_holds_5000_clients_and_broadcasts_stdin() -> None:
+    count = 5000
+    with listening("-m", str(count + 10)) as (process, port):
+        assert process.stdin is not None
+        assert process.stdout is not None
+        clients: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                client = socket.socket()
+                client.settimeout(TIMEOUT)
+                client.connect(("127.0.0.1", port))
+                clients.append(client)
+            # Each client sends one byte; 5,000 bytes on stdout prove every one of
+            # them was accepted and is relayed.
+            for client in clients:
+                client.sendall(b".")
+            received = b""
+            deadline = time.monotonic() + TIMEOUT
+            while len(received) < count and time.monotonic() < deadline:
+                received += os.read(process.stdout.fileno(), count - len(received))
+            assert received == b"." * count
+            process.stdin.write(b"to everyone\n")
+            process.stdin.flush()
+            got = 0
+            with selectors.DefaultSelector() as selector:
+                for client in clients:
+                    client.setblocking(False)
+                    selector.register(client, selectors.EVENT_READ)
+                pending: dict[socket.socket, bytes] = {}
+                while got < count and time.monotonic() < deadline:
+                    for key, _ in selector.select(1.0):
+                        sock = key.fileobj
+                        assert isinstance(sock, socket.socket)
+                        pending[sock] = pending.get(sock, b"") + sock.recv(100)
+                        if pending[sock] == b"to everyone\n":
+                            got += 1
+                            selector.unregister(sock)
+            assert got == count
+            assert process.poll() is None
+        finally:
+            for client in clients:
+                client.close()
