@@ -117,3 +117,54 @@ def test_keep_open_holds_5000_clients_and_broadcasts_stdin() -> None:
         finally:
             for client in clients:
                 client.close()
+
+
+def test_listen_proxy_type_http_tunnels_with_authentication() -> None:
+    import base64  # noqa: PLC0415
+    import os as _os  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    target = socket.create_server(("127.0.0.1", 0))
+
+    def echo_once() -> None:
+        conn, _ = target.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=echo_once)
+    thread.start()
+    environment = dict(_os.environ, NCAT_PROXY_AUTH="user:secret")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockit", "-l", "127.0.0.1", "0", "--proxy-type", "http"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline().decode()
+        assert "Listening on" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        request = f"CONNECT 127.0.0.1:{target.getsockname()[1]} HTTP/1.1\r\n".encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            client.sendall(request + b"\r\n")
+            assert client.recv(100).startswith(b"HTTP/1.0 407")
+        credentials = base64.b64encode(b"user:secret")
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            client.sendall(request + b"Proxy-Authorization: Basic " + credentials + b"\r\n\r\n")
+            assert client.recv(19) == b"HTTP/1.0 200 OK\r\n\r\n"
+            client.sendall(b"through the tunnel")
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while data := client.recv(65536):
+                reply += data
+        assert reply == b"through the tunnel"
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+        if process.stderr is not None:
+            process.stderr.close()
+        thread.join(TIMEOUT)
+        target.close()

@@ -182,6 +182,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
         args.listen = args.keep_open = True  # ncat: --broker implies -l -k
     if args.proxy is not None:
         raise UsageError("--proxy is not available yet")
+    if args.proxy_type is not None and args.listen and args.proxy_type.lower() != "http":
+        raise UsageError("a listening proxy is an HTTP proxy: --proxy-type http")
+    if args.proxy_type is not None and not args.listen:
+        raise UsageError("--proxy-type without --proxy or -l does nothing")
     if args.ipv4 and args.ipv6:
         raise UsageError("-4 and -6 contradict each other")
     if args.send_only and args.recv_only:
@@ -524,6 +528,8 @@ async def _listen(plan: _Plan) -> int:
     exec_mode = args.exec_command is not None or args.sh_command is not None
     if args.udp:
         return await _listen_udp(plan)
+    if args.proxy_type is not None:
+        return await _listen_http_proxy(plan)
     if args.keep_open:
         if not exec_mode:
             return await _listen_hub(plan)
@@ -558,6 +564,44 @@ async def _listen_once(plan: _Plan) -> int:
     _say(plan, 2, f"Connection {_four_tuple(client)}.")
     local = await _local_leg(plan, client)
     return await _pump(plan, local, client, connect_mode=False)
+
+
+def _proxy_credentials(plan: _Plan) -> tuple[str, str] | None:
+    """``--proxy-auth USER:PASS``, else ``NCAT_PROXY_AUTH`` (keeps it out of ``ps``)."""
+    import os  # noqa: PLC0415
+
+    text = plan.args.proxy_auth or os.environ.get("NCAT_PROXY_AUTH")
+    if not text:
+        return None
+    user, colon, password = text.partition(":")
+    if not colon:
+        raise UsageError("--proxy-auth needs USER:PASS")
+    return user, password
+
+
+async def _listen_http_proxy(plan: _Plan) -> int:
+    """``-l --proxy-type http``: an HTTP proxy (CONNECT and forwarding) until stopped."""
+    import asyncio  # noqa: PLC0415
+
+    from sockit.relay.http_proxy import HTTPProxyServer  # noqa: PLC0415
+
+    try:
+        auth = _proxy_credentials(plan)
+    except UsageError as error:
+        sys.stderr.write(f"{_PROG}: error: {error}\n")
+        return EXIT_USAGE
+    server = HTTPProxyServer(
+        plan.host, plan.port or 0, auth=auth, max_conns=plan.args.max_conns or 100
+    )
+    addresses = await server.start()
+    for address in addresses:
+        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.serve_forever()
+    finally:
+        await server.aclose()
+    return EXIT_OK
 
 
 async def _listen_hub(plan: _Plan) -> int:
