@@ -162,3 +162,28 @@ def test_workers_share_one_listener_and_stop_together() -> None:
         server.close()
     for worker in workers:
         assert not os.path.exists(f"/proc/{worker}"), f"worker {worker} outlived the relay"
+
+
+def test_workers_end_when_the_parent_is_killed() -> None:
+    server, thread, stop = _echo_server()
+    relay, _ = _start_relay(
+        ["--workers", "2", "tcp-listen:127.0.0.1:0", f"tcp:127.0.0.1:{server.getsockname()[1]}"]
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _children(relay.pid)
+            time.sleep(0.02)
+        assert len(workers) == 2, workers
+        relay.kill()  # SIGKILL: the parent cannot stop its workers itself
+        relay.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while any(os.path.exists(f"/proc/{pid}") for pid in workers):
+            assert time.monotonic() < deadline, f"workers {workers} outlived their parent"
+            time.sleep(0.02)
+    finally:
+        _stop(relay)
+        stop.set()
+        thread.join(TIMEOUT)
+        server.close()

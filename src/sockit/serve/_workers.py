@@ -70,6 +70,7 @@ from sockit.serve._fork import (
     logging_fds,
 )
 from sockit.serve._signals import SHUTDOWN_SIGNALS, reset_child_signals
+from sockit.serve.exec import death_signal_setter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -195,6 +196,7 @@ class WorkersRunner:
         self._aborting = False
         self._kill_at = math.inf
         self._killed = False
+        self._parent = os.getpid()
 
     @property
     def pids(self) -> list[int]:
@@ -353,6 +355,13 @@ class WorkersRunner:
         try:
             gc.freeze()
             reset_child_signals(terminate=None)
+            # A parent killed outright (SIGKILL) cannot stop its workers: the kernel
+            # sends each one SIGTERM instead (PR_SET_PDEATHSIG), so none is orphaned.
+            set_death_signal = death_signal_setter()
+            if set_death_signal is not None:
+                set_death_signal()
+                if os.getppid() != self._parent:  # the parent died before that line
+                    os.kill(os.getpid(), signal.SIGTERM)
             keep = {sock.fileno() for sock in self._listener.sockets} | logging_fds()
             close_inherited_sockets(keep)
             counters = self._shared.slot(slot + 1)

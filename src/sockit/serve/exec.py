@@ -79,6 +79,7 @@ __all__ = [
     "async_sh_exec_handler",
     "child_preexec",
     "connection_environment",
+    "death_signal_setter",
     "exec_handler",
     "sh_exec_handler",
 ]
@@ -268,7 +269,7 @@ def child_preexec(*, die_with_parent: bool) -> Callable[[], None] | None:
     """The child's set-up between fork and exec, or ``None`` when there is nothing to
     do (then subprocess keeps its fast vfork path)."""
     ignored, blocked = _signals_to_reset()
-    set_death_signal = _death_signal_setter() if die_with_parent else None
+    set_death_signal = death_signal_setter() if die_with_parent else None
     if not ignored and not blocked and set_death_signal is None:
         return None
     parent = os.getpid()
@@ -285,7 +286,7 @@ def child_preexec(*, die_with_parent: bool) -> Callable[[], None] | None:
     return prepare_child
 
 
-def _death_signal_setter() -> Callable[[], None] | None:
+def death_signal_setter() -> Callable[[], None] | None:
     """A function that makes the calling process get SIGTERM when its parent thread
     ends (Linux ``prctl(PR_SET_PDEATHSIG)``), or ``None`` where there is none."""
     if not sys.platform.startswith("linux"):
