@@ -333,10 +333,7 @@ async def _connect(plan: _Plan) -> int:
         spec = EndpointSpec(
             kind, f"{kind}:{plan.host}:{plan.port}", plan.host, plan.port, options=options
         )
-    if plan.family is not None and plan.host is not None:
-        remote = await _connect_family(spec, plan)
-    else:
-        remote = await open_leg(spec, first=False)
+    remote = await open_leg(spec, first=False, family=plan.family)
     _say(plan, 1, f"Connected to {_peer(remote)}.")
     _say(plan, 2, f"Connection {_four_tuple(remote)}.")
     local = await _local_leg(plan, remote)
@@ -347,28 +344,6 @@ def _any_address(plan: _Plan) -> str:
     import socket  # noqa: PLC0415
 
     return "::" if plan.family == socket.AF_INET6 else "0.0.0.0"
-
-
-async def _connect_family(spec: object, plan: _Plan) -> Leg:
-    """``-4``/``-6``: connect with the family restricted."""
-    from sockit.aio.connect import connect_socket  # noqa: PLC0415
-    from sockit.relay.grammar import EndpointSpec  # noqa: PLC0415
-    from sockit.relay.pump import SocketLeg  # noqa: PLC0415
-
-    assert isinstance(spec, EndpointSpec)  # noqa: S101
-    if spec.kind == "udp":
-        from sockit.relay.legs import open_leg  # noqa: PLC0415
-
-        return await open_leg(spec, first=False)
-    assert spec.host is not None  # noqa: S101
-    assert spec.port is not None  # noqa: S101
-    local = None if spec.options.bind is None else (spec.options.bind.host, spec.options.bind.port)
-    sock, address = await connect_socket(
-        spec.host, spec.port, timeout=plan.connect_timeout, family=plan.family, local_address=local
-    )
-    leg = SocketLeg(sock, spec.text)
-    leg.set_addresses(None, address)
-    return leg
 
 
 async def _local_leg(plan: _Plan, peer: Leg) -> Leg:
@@ -549,17 +524,16 @@ def _listen_spec(plan: _Plan) -> str:
 
 
 async def _listen_once(plan: _Plan) -> int:
-    from sockit.relay.runner import Relay  # noqa: PLC0415
+    from sockit.relay.grammar import parse_relay_endpoint  # noqa: PLC0415
+    from sockit.relay.runner import accept_leg, listen_on  # noqa: PLC0415
 
-    relay = Relay(_listen_spec(plan), "-")
-    addresses = await relay.start()
-    for address in addresses:
-        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
-    assert relay._listener is not None  # noqa: S101 (same package family)
+    listener = listen_on(parse_relay_endpoint(_listen_spec(plan)))
     try:
-        client = await relay._accept_one(relay._listener)
+        for address in listener.addresses:
+            _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+        client = await accept_leg(listener)
     finally:
-        await relay.aclose()
+        listener.close()
     _say(plan, 1, f"Connection from {_peer(client)}.")
     _say(plan, 2, f"Connection {_four_tuple(client)}.")
     local = await _local_leg(plan, client)

@@ -62,8 +62,8 @@ from typing import TYPE_CHECKING
 from sockit.addr import SocketAddress
 from sockit.addr.binding import set_linger_zero, set_nodelay
 from sockit.errors import AddressError, LimitExceeded
-from sockit.proto.accept import AcceptAction, classify_accept_error
 from sockit.proto.buffer import ReceiveBuffer
+from sockit.relay._accepting import AcceptLoop
 from sockit.relay.pump import Pump, SocketLeg
 
 if TYPE_CHECKING:
@@ -120,11 +120,6 @@ _RECV_SIZE = 16384
 # close is a FIN after the answer and not a reset that may destroy it unread.
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 256 * 1024
-# Connections accepted per wake-up of a listening socket before the loop serves others.
-_ACCEPT_BATCH = 64
-# Fd exhaustion (EMFILE...): stop accepting for this long, doubling up to the maximum.
-_BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 1.0
 
 # RFC 9110 section 5.6.2: tchar.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -255,7 +250,7 @@ class HTTPProxyServer:
         self._listener: SocketListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._serving: asyncio.Future[None] | None = None
-        self._backoff = _BACKOFF_FIRST
+        self._accepting: AcceptLoop | None = None
         self._closed = False
 
     # --- set-up -------------------------------------------------------------------------
@@ -288,10 +283,16 @@ class HTTPProxyServer:
         connection is aborted and the listener closed first."""
         await self.start()
         assert self._listener is not None  # noqa: S101 (start() set it)
-        self._serving = asyncio.get_running_loop().create_future()
+        serving = self._serving = asyncio.get_running_loop().create_future()
+
+        def fatal(error: OSError) -> None:
+            if not serving.done():
+                serving.set_exception(error)
+
+        self._accepting = AcceptLoop(self._listener, self._accepted, fatal, logger=self.logger)
         try:
-            self._watch(self._listener)
-            await self._serving
+            self._accepting.start()
+            await serving
         finally:
             await self.aclose()
 
@@ -300,8 +301,9 @@ class HTTPProxyServer:
         if self._closed:
             return
         self._closed = True
+        if self._accepting is not None:
+            self._accepting.close()
         if self._listener is not None and not self._listener.closed:
-            self._unwatch(self._listener)
             self._listener.close()
         tasks = list(self._tasks)
         for task in tasks:
@@ -312,56 +314,6 @@ class HTTPProxyServer:
             self._serving.set_result(None)  # serve_forever() returns
 
     # --- accepting ----------------------------------------------------------------------
-
-    def _watch(self, listener: SocketListener) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in listener.sockets:
-            loop.add_reader(sock.fileno(), self._on_acceptable, sock)
-
-    def _unwatch(self, listener: SocketListener) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in listener.sockets:
-            if sock.fileno() >= 0:
-                loop.remove_reader(sock.fileno())
-
-    def _on_acceptable(self, lsock: socket.socket) -> None:
-        for _ in range(_ACCEPT_BATCH):
-            try:
-                conn, sockaddr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                action = classify_accept_error(error.errno)
-                if action is AcceptAction.RETRY:
-                    continue
-                if action is AcceptAction.BACK_OFF:
-                    self._back_off(error)
-                    return
-                self.logger.error(  # noqa: TRY400 (one line, not a traceback)
-                    "accept failed: %s", error, extra={"event": "accept_failed"}
-                )
-                if self._serving is not None and not self._serving.done():
-                    self._serving.set_exception(error)
-                return
-            self._backoff = _BACKOFF_FIRST
-            self._accepted(conn, sockaddr)
-
-    def _back_off(self, error: OSError) -> None:
-        assert self._listener is not None  # noqa: S101 (only called while serving it)
-        listener = self._listener
-        self._unwatch(listener)
-        self.logger.warning(
-            "accept: %s; pausing accepts for %.2f s",
-            error.strerror,
-            self._backoff,
-            extra={"event": "accept_back_off"},
-        )
-        asyncio.get_running_loop().call_later(self._backoff, self._resume, listener)
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-
-    def _resume(self, listener: SocketListener) -> None:
-        if not self._closed and not listener.closed:
-            self._watch(listener)
 
     def _accepted(self, conn: socket.socket, sockaddr: object) -> None:
         if self.max_conns is not None and self.stats.active >= self.max_conns:

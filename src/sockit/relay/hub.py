@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from sockit.addr import SocketAddress
 from sockit.addr.binding import set_linger_zero
-from sockit.proto.accept import AcceptAction, classify_accept_error
+from sockit.relay._accepting import AcceptLoop
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,17 +104,20 @@ class Hub:
     async def run(self) -> None:
         """Serve until cancelled; every client and the listener are closed at the end."""
         loop = self._loop = asyncio.get_running_loop()
-        for sock in self.listener.sockets:
-            sock.setblocking(False)
-            loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+        serving: asyncio.Future[None] = loop.create_future()
+
+        def fatal(error: OSError) -> None:
+            if not serving.done():
+                serving.set_exception(error)
+
+        accepting = AcceptLoop(self.listener, self._accepted, fatal, logger=_logger)
+        accepting.start()
         if not self.broker:
             self._read_local(True)
         try:
-            await loop.create_future()  # until cancelled
+            await serving  # until cancelled, or accepting fails for good
         finally:
-            for sock in self.listener.sockets:
-                if sock.fileno() >= 0:
-                    loop.remove_reader(sock.fileno())
+            accepting.close()
             self._read_local(False)
             if self._output_writing and self.local.write_fd >= 0:
                 loop.remove_writer(self.local.write_fd)
@@ -123,36 +126,27 @@ class Hub:
 
     # --- clients --------------------------------------------------------------------
 
-    def _on_acceptable(self, lsock: socket.socket) -> None:
-        for _ in range(64):
-            try:
-                conn, sockaddr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                if classify_accept_error(error.errno) is AcceptAction.RETRY:
-                    continue
-                _logger.warning("accept: %s", error.strerror, extra={"event": "accept_failed"})
-                return
-            address = SocketAddress.from_sockaddr(conn.family, sockaddr)
-            if len(self._clients) >= self.max_conns:
-                self.stats.refused += 1
-                with contextlib.suppress(OSError):
-                    set_linger_zero(conn)
-                conn.close()
-                continue
-            conn.setblocking(False)
-            client = _Client(conn, address)
-            self._clients[conn.fileno()] = client
-            self.stats.connections += 1
-            self.stats.active += 1
-            if self.on_connect is not None:
-                self.on_connect(address)
-            if self._local_eof and not self.broker:
-                self._shutdown(client)
-            if not self._clients_paused:
-                assert self._loop is not None  # noqa: S101
-                self._loop.add_reader(conn.fileno(), self._on_client_readable, client)
+    def _accepted(self, conn: socket.socket, sockaddr: object) -> None:
+        address = SocketAddress.from_sockaddr(conn.family, sockaddr)
+        if len(self._clients) >= self.max_conns:
+            # Refused at once (ncat's -m): a reset now, not a wait in the queue.
+            self.stats.refused += 1
+            with contextlib.suppress(OSError):
+                set_linger_zero(conn)
+            conn.close()
+            return
+        conn.setblocking(False)
+        client = _Client(conn, address)
+        self._clients[conn.fileno()] = client
+        self.stats.connections += 1
+        self.stats.active += 1
+        if self.on_connect is not None:
+            self.on_connect(address)
+        if self._local_eof and not self.broker:
+            self._shutdown(client)
+        if not self._clients_paused:
+            assert self._loop is not None  # noqa: S101
+            self._loop.add_reader(conn.fileno(), self._on_client_readable, client)
 
     def _on_client_readable(self, client: _Client) -> None:
         try:

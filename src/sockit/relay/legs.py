@@ -247,12 +247,14 @@ async def open_leg(
     peer: Leg | None = None,
     first: bool = True,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    family: int | None = None,
 ) -> Leg:
     """Open a non-listening endpoint as a leg (see the module docstring).
 
     ``peer`` is the leg already open on the other side (its addresses feed a PROXY
     header and a child's environment); ``first`` says whether ``spec`` is the relay's
-    first endpoint (a ``file:`` is then read, else written).
+    first endpoint (a ``file:`` is then read, else written). ``family``
+    (``socket.AF_INET``/``AF_INET6``) restricts ``tcp:`` and ``udp:`` to that family.
 
     Raises what the connect or spawn raises: :class:`~sockit.ResolutionError`,
     :class:`~sockit.ConnectError` (``ConnectionRefusedError``...), ``TimeoutError``,
@@ -265,7 +267,11 @@ async def open_leg(
         assert spec.port is not None  # noqa: S101
         local = None if options.bind is None else (options.bind.host, options.bind.port)
         sock, address = await connect_socket(
-            spec.host, spec.port, timeout=options.connect_timeout, local_address=local
+            spec.host,
+            spec.port,
+            timeout=options.connect_timeout,
+            family=family,
+            local_address=local,
         )
         return await _connected(sock, address, spec, peer)
     if kind == "unix":
@@ -273,7 +279,7 @@ async def open_leg(
         sock, address = await connect_unix_socket(spec.path, timeout=options.connect_timeout)
         return await _connected(sock, address, spec, peer)
     if kind in {"udp", "unix-dgram"}:
-        return await _open_datagram(spec)
+        return await _open_datagram(spec, family)
     if kind == "stdio":
         return StdioLeg()
     if kind in {"exec", "sh"}:
@@ -362,7 +368,7 @@ async def read_proxy_header(
     return header
 
 
-async def _open_datagram(spec: EndpointSpec) -> SocketLeg:
+async def _open_datagram(spec: EndpointSpec, family: int | None) -> SocketLeg:
     loop = asyncio.get_running_loop()
     if spec.kind == "unix-dgram":
         assert spec.path is not None  # noqa: S101
@@ -382,10 +388,10 @@ async def _open_datagram(spec: EndpointSpec) -> SocketLeg:
         return leg
     assert spec.host is not None  # noqa: S101
     assert spec.port is not None  # noqa: S101
-    infos = await loop.getaddrinfo(spec.host, spec.port, type=socket.SOCK_DGRAM)
+    infos = await loop.getaddrinfo(spec.host, spec.port, family=family or 0, type=socket.SOCK_DGRAM)
     last: OSError | None = None
-    for family, kind, proto, _, sockaddr in infos:
-        sock = socket.socket(family, kind, proto)
+    for info_family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(info_family, kind, proto)
         try:
             sock.setblocking(False)
             if spec.options.bind is not None:
@@ -396,7 +402,7 @@ async def _open_datagram(spec: EndpointSpec) -> SocketLeg:
             last = error
             continue
         leg = SocketLeg(sock, spec.text)
-        leg.set_addresses(None, SocketAddress.from_sockaddr(family, sockaddr))
+        leg.set_addresses(None, SocketAddress.from_sockaddr(info_family, sockaddr))
         return leg
     raise last or OSError(errno.EADDRNOTAVAIL, f"no usable address for {spec.text}")
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from sockit.addr import SocketAddress
 from sockit.addr.binding import set_linger_zero, set_nodelay
-from sockit.proto.accept import AcceptAction, classify_accept_error
+from sockit.relay._accepting import AcceptLoop
 from sockit.relay.grammar import EndpointSpec, parse_relay_endpoint
 from sockit.relay.legs import ChildLeg, fail_reason, open_leg, read_proxy_header
 from sockit.relay.pump import Leg, Pump, PumpResult, SocketLeg
@@ -53,16 +53,20 @@ if TYPE_CHECKING:
     from sockit.relay.udp import UDPRelayStats, UDPSessionRelay
     from sockit.sync import SocketListener
 
-__all__ = ["Relay", "RelayStats", "arun", "raise_fd_limit", "run", "serve_workers"]
+__all__ = [
+    "Relay",
+    "RelayStats",
+    "accept_leg",
+    "arun",
+    "listen_on",
+    "raise_fd_limit",
+    "run",
+    "serve_workers",
+]
 
 _logger = logging.getLogger("sockit.relay")
 _tracer = logging.getLogger("sockit.trace")
 
-# Connections accepted per wake-up of a listening socket before the loop serves others.
-_ACCEPT_BATCH = 64
-# Fd exhaustion (EMFILE...): stop accepting for this long, doubling up to the maximum.
-_BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 1.0
 _UNSHARED = frozenset({"stdio", "file"})
 
 
@@ -130,11 +134,9 @@ class Relay:
         self._children: set[ChildLeg] = set()
         self._started = False
         self._closed = False
-        self._backoff = _BACKOFF_FIRST
         self._capacity = 1 << 30  # set by start() for a listening relay
-        self._paused = False
+        self._accepting: AcceptLoop | None = None
         self._serving: asyncio.Future[None] | None = None
-        self._one_shot: asyncio.Future[PumpResult] | None = None
         self._trace = _tracer.isEnabledFor(logging.DEBUG)
 
     # --- set-up -------------------------------------------------------------------------
@@ -207,61 +209,15 @@ class Relay:
             await self.aclose()
 
     async def _serve_many(self, listener: SocketListener) -> None:
-        loop = asyncio.get_running_loop()
-        self._serving = loop.create_future()
-        self._watch(listener)
-        await self._serving
+        serving = self._serving = asyncio.get_running_loop().create_future()
 
-    def _watch(self, listener: SocketListener) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in listener.sockets:
-            sock.setblocking(False)
-            loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+        def fatal(error: OSError) -> None:
+            if not serving.done():
+                serving.set_exception(error)
 
-    def _unwatch(self, listener: SocketListener) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in listener.sockets:
-            if sock.fileno() >= 0:
-                loop.remove_reader(sock.fileno())
-
-    def _on_acceptable(self, lsock: socket.socket) -> None:
-        for _ in range(_ACCEPT_BATCH):
-            try:
-                conn, sockaddr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                action = classify_accept_error(error.errno)
-                if action is AcceptAction.RETRY:
-                    continue
-                if action is AcceptAction.BACK_OFF:
-                    self._back_off(error)
-                    return
-                self.logger.error(  # noqa: TRY400 (one line, not a traceback)
-                    "accept failed: %s", error, extra={"event": "accept_failed"}
-                )
-                if self._serving is not None and not self._serving.done():
-                    self._serving.set_exception(error)
-                return
-            self._backoff = _BACKOFF_FIRST
-            self._accepted(conn, sockaddr)
-
-    def _back_off(self, error: OSError) -> None:
-        assert self._listener is not None  # noqa: S101 (only called while serving it)
-        listener = self._listener
-        self._unwatch(listener)
-        self.logger.warning(
-            "accept: %s; pausing accepts for %.2f s",
-            error.strerror,
-            self._backoff,
-            extra={"event": "accept_back_off"},
-        )
-        asyncio.get_running_loop().call_later(self._backoff, self._resume, listener)
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-
-    def _resume(self, listener: SocketListener) -> None:
-        if not self._closed and not listener.closed:
-            self._watch(listener)
+        self._accepting = AcceptLoop(listener, self._accepted, fatal, logger=self.logger)
+        self._accepting.start()
+        await serving
 
     def _accepted(self, conn: socket.socket, sockaddr: object) -> None:
         limit = self.src.options.max_conns
@@ -283,12 +239,11 @@ class Relay:
         self._trace_line(f"accept {remote}")
         self.stats.connections += 1
         self.stats.active += 1
-        if self.stats.active >= self._capacity and self._listener is not None:
+        if self.stats.active >= self._capacity and self._accepting is not None:
             # Out of file descriptors for one more connection: stop accepting (the
             # kernel queues new clients, another worker may take them) until one ends,
             # rather than accept and reset them.
-            self._paused = True
-            self._unwatch(self._listener)
+            self._accepting.hold(held=True)
         task = asyncio.get_running_loop().create_task(self._serve_connection(leg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -298,10 +253,8 @@ class Relay:
             await self._relay_from(client, self.dst)
         finally:
             self.stats.active -= 1
-            if self._paused and self.stats.active < self._capacity:
-                self._paused = False
-                if self._listener is not None and not self._closed:
-                    self._watch(self._listener)
+            if self._accepting is not None and self.stats.active < self._capacity:
+                self._accepting.hold(held=False)
 
     async def _relay_from(self, client: SocketLeg, dst: EndpointSpec) -> PumpResult | None:
         """Read the client's PROXY header if asked, open ``dst``, pump; one log line."""
@@ -311,8 +264,8 @@ class Relay:
             other = await self._open(dst, peer=client, first=False)
         except Exception as error:  # noqa: BLE001 (any failure ends this connection only)
             self.stats.failed += 1
-            if isinstance(error, OSError) and error.errno in _FD_EXHAUSTED and not self._paused:
-                self._back_off(error)
+            if isinstance(error, OSError) and error.errno in _FD_EXHAUSTED and self._accepting:
+                self._accepting.back_off(error)
             self.logger.warning(
                 "%s: cannot relay to %s: %s",
                 client.name,
@@ -390,42 +343,8 @@ class Relay:
         return await self._pump(a, b)
 
     async def _accept_one(self, listener: SocketListener) -> SocketLeg:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[socket.socket] = loop.create_future()
-
-        def on_ready(sock: socket.socket) -> None:
-            if not ready.done():
-                ready.set_result(sock)
-
-        for sock in listener.sockets:
-            sock.setblocking(False)
-            loop.add_reader(sock.fileno(), on_ready, sock)
-        try:
-            while True:
-                lsock = await ready
-                try:
-                    conn, sockaddr = lsock.accept()
-                except (BlockingIOError, InterruptedError):
-                    ready = loop.create_future()
-                    continue
-                except OSError as error:
-                    if classify_accept_error(error.errno) is AcceptAction.FATAL:
-                        raise
-                    await asyncio.sleep(_BACKOFF_FIRST)
-                    ready = loop.create_future()
-                    continue
-                break
-        finally:
-            self._unwatch(listener)
-        remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
-        if conn.family != socket.AF_UNIX:
-            set_nodelay(conn)
-        leg = SocketLeg(conn, str(remote))
-        leg.set_addresses(None, remote)
-        self._trace_line(f"accept {remote}")
-        # One connection is all this relay serves: stop listening now (later
-        # connects are refused instead of waiting in a queue nobody will accept).
-        listener.close()
+        leg = await accept_leg(listener, logger=self.logger)
+        self._trace_line(f"accept {leg.remote_address}")
         return leg
 
     # --- the end ----------------------------------------------------------------------
@@ -435,9 +354,10 @@ class Relay:
         if self._closed:
             return
         self._closed = True
+        if self._accepting is not None:
+            self._accepting.close()
         for listener in (self._listener, self._dst_listener):
             if listener is not None and not listener.closed:
-                self._unwatch(listener)
                 if listener is self._listener and not self._owns_listener:
                     for sock in listener.sockets:
                         sock.close()
@@ -555,6 +475,37 @@ def _first(*values: float | None) -> float | None:
         if value is not None:
             return value
     return None
+
+
+async def accept_leg(listener: SocketListener, *, logger: logging.Logger = _logger) -> SocketLeg:
+    """Accept one connection on ``listener`` as a leg (``TCP_NODELAY``, its peer address
+    recorded), then close the listener: later connects are refused at once instead of
+    waiting in a queue nobody will accept. Accept errors follow :class:`AcceptLoop`'s
+    policy; a fatal one is raised."""
+    got: asyncio.Future[tuple[socket.socket, object]]
+    got = asyncio.get_running_loop().create_future()
+
+    def on_accept(conn: socket.socket, sockaddr: object) -> None:
+        accepting.close()
+        got.set_result((conn, sockaddr))
+
+    def fatal(error: OSError) -> None:
+        if not got.done():
+            got.set_exception(error)
+
+    accepting = AcceptLoop(listener, on_accept, fatal, logger=logger)
+    accepting.start()
+    try:
+        conn, sockaddr = await got
+    finally:
+        accepting.close()
+    listener.close()
+    remote = SocketAddress.from_sockaddr(conn.family, sockaddr)
+    if conn.family != socket.AF_UNIX:
+        set_nodelay(conn)
+    leg = SocketLeg(conn, str(remote))
+    leg.set_addresses(None, remote)
+    return leg
 
 
 def listen_on(spec: EndpointSpec) -> SocketListener:
