@@ -25,15 +25,18 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sockit.cli._common import Parser, UsageError
 from sockit.cli.main import EXIT_NETWORK_ERROR, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     import argparse
+    import socket
     from collections.abc import Callable, Sequence
 
+    from sockit.addr import SocketAddress
+    from sockit.proto.access import AccessPolicy
     from sockit.relay.pump import Leg, PumpResult
 
 __all__ = ["DEFAULT_LISTEN_PORT", "build_ncat_parser", "run_ncat"]
@@ -144,6 +147,15 @@ class _Plan:
     connect_timeout: float | None
     idle_timeout: float | None
     quit_after: float | None
+    delay: float | None
+    access: AccessPolicy | None
+
+    def admit(self, address: SocketAddress) -> bool:
+        """The allow/deny policy for a listening mode's peer (``-v`` tells a denial)."""
+        if self.access is None or address.is_unix or self.access.permits(address.host):
+            return True
+        _say(self, 1, f"New connection from {address} denied: not allowed.")
+        return False
 
 
 def run_ncat(argv: Sequence[str]) -> int:
@@ -177,7 +189,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if any(value is not None for key, value in vars(args).items() if key.startswith("tls_")):
         raise UsageError("TLS is not available yet (--ssl options)")
     if args.chat:
-        raise UsageError("--chat is not available yet")
+        args.broker = True  # ncat: --chat is a broker with user tags
     if args.broker:
         args.listen = args.keep_open = True  # ncat: --broker implies -l -k
     if args.proxy is not None:
@@ -194,6 +206,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         raise UsageError("give -e or -c, not both")
     if args.max_conns is not None and args.max_conns < 1:
         raise UsageError("-m needs a positive number")
+    if args.buffer_size is not None and args.buffer_size < 1:
+        raise UsageError("--buffer-size needs a positive number of bytes")
     family = socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else None
     host, port_text = args.host, args.port
     path = None
@@ -232,6 +246,9 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
         if not is_ip_literal(host):
             raise UsageError(f"-n: {host!r} is not a numeric address")
+    access = _access_policy(args)
+    if access is not None and (not args.listen or path is not None):
+        raise UsageError("--allow/--deny (and their files) apply to TCP and UDP listen modes")
     return _Plan(
         args=args,
         listen=args.listen,
@@ -242,7 +259,59 @@ def _plan(args: argparse.Namespace) -> _Plan:
         connect_timeout=None if args.wait is None else parse_duration(args.wait),
         idle_timeout=None if args.idle_timeout is None else parse_duration(args.idle_timeout),
         quit_after=None if args.quit_after is None else parse_duration(args.quit_after),
+        delay=None if args.delay is None else parse_duration(args.delay),
+        access=access,
     )
+
+
+def _access_policy(args: argparse.Namespace) -> AccessPolicy | None:
+    """``--allow``/``--deny`` (comma lists of addresses, networks or host names) and
+    ``--allowfile``/``--denyfile``, as one policy; ``None`` without any."""
+    if not (args.allow or args.allowfile or args.deny or args.denyfile):
+        return None
+    from sockit.proto.access import AccessPolicy, read_access_file  # noqa: PLC0415
+
+    def entries(hosts: list[str] | None, files: list[str] | None) -> list[str]:
+        result = [entry for text in hosts or () for entry in _access_entries(text, args)]
+        for path in files or ():
+            try:
+                result.extend(read_access_file(path))
+            except OSError as error:
+                raise UsageError(f"cannot read {path}: {error.strerror or error}") from error
+        return result
+
+    allow = entries(args.allow, args.allowfile) if args.allow or args.allowfile else None
+    return AccessPolicy(allow, entries(args.deny, args.denyfile))
+
+
+def _access_entries(text: str, args: argparse.Namespace) -> list[str]:
+    """One ``--allow``/``--deny`` value: addresses and networks as they are, host names
+    resolved now to every address they have (ncat's way), unless ``-n``."""
+    import ipaddress  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    result: list[str] = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            from sockit.addr import check_host  # noqa: PLC0415
+            from sockit.errors import AddressError  # noqa: PLC0415
+
+            try:
+                check_host(entry)
+            except AddressError:
+                raise UsageError(f"{entry!r} is not an IP address, network or host name") from None
+            if args.nodns:
+                raise UsageError(f"-n: {entry!r} is not an IP address or network") from None
+            try:
+                infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
+            except socket.gaierror as error:
+                raise UsageError(f"cannot resolve {entry!r}: {error.strerror}") from None
+            result.extend(str(info[4][0]) for info in infos)
+        else:
+            result.append(entry)
+    return result
 
 
 def _trace_to_stderr() -> None:
@@ -376,6 +445,8 @@ async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> 
         quit_after_eof=plan.quit_after,
         enabled=not args.recv_only or exec_mode,
         transform=_crlf() if args.crlf and not exec_mode else None,
+        read_size=args.buffer_size,
+        delay=plan.delay,
     )
     # remote -> local (the socket to stdout)
     socket_eof_ends = connect_mode and not args.keep_open and not exec_mode and not udp
@@ -383,6 +454,8 @@ async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> 
         eof="end" if socket_eof_ends else "shutdown",
         discard=args.send_only and not exec_mode,
         transform=_telnet(remote) if args.telnet else None,
+        read_size=args.buffer_size,
+        delay=plan.delay,
     )
     tap = _session_log(plan)
     pump = Pump(
@@ -531,7 +604,7 @@ async def _listen_once(plan: _Plan) -> int:
     try:
         for address in listener.addresses:
             _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
-        client = await accept_leg(listener)
+        client = await accept_leg(listener, admit=plan.admit)
     finally:
         listener.close()
     _say(plan, 1, f"Connection from {_peer(client)}.")
@@ -565,7 +638,11 @@ async def _listen_http_proxy(plan: _Plan) -> int:
         sys.stderr.write(f"{_PROG}: error: {error}\n")
         return EXIT_USAGE
     server = HTTPProxyServer(
-        plan.host, plan.port or 0, auth=auth, max_conns=plan.args.max_conns or 100
+        plan.host,
+        plan.port or 0,
+        auth=auth,
+        max_conns=plan.args.max_conns or 100,
+        admit=plan.admit,
     )
     addresses = await server.start()
     for address in addresses:
@@ -598,6 +675,8 @@ async def _listen_hub(plan: _Plan) -> int:
             local,
             max_conns=plan.args.max_conns or 100,
             broker=plan.args.broker,
+            chat=plan.args.chat,
+            admit=plan.admit,
             on_connect=lambda address: _say(plan, 1, f"Connection from {address}."),
             on_disconnect=lambda address: _say(plan, 2, f"Connection from {address} closed."),
         )
@@ -624,7 +703,7 @@ async def _listen_many_exec(plan: _Plan) -> int:
         source += f",idle-timeout={plan.idle_timeout}"
     from sockit.relay.grammar import parse_relay_endpoint  # noqa: PLC0415
 
-    relay = Relay(parse_relay_endpoint(source), parse_relay_endpoint(target))
+    relay = Relay(parse_relay_endpoint(source), parse_relay_endpoint(target), admit=plan.admit)
     addresses = await relay.start()
     for address in addresses:
         _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
@@ -636,24 +715,39 @@ async def _listen_many_exec(plan: _Plan) -> int:
 
 
 async def _listen_udp(plan: _Plan) -> int:
-    """UDP listen: the first datagram's sender becomes the peer (ncat's way)."""
+    """UDP listen: the first datagram's sender (that the allow/deny policy admits)
+    becomes the peer (ncat's way)."""
     import asyncio  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
-    from sockit.addr import SocketAddress  # noqa: PLC0415
+    from sockit.addr import SocketAddress, default_resolver  # noqa: PLC0415
+    from sockit.addr.datagram import bind_first, bind_wildcard  # noqa: PLC0415
     from sockit.relay.pump import SocketLeg  # noqa: PLC0415
 
+    def keep(sock: socket.socket) -> socket.socket:
+        return sock
+
     loop = asyncio.get_running_loop()
-    family = plan.family or socket.AF_INET6
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    family = plan.family or 0
+    port = plan.port or 0
+    if plan.host is None:
+        sock = bind_wildcard(socket.socket, keep, port, family, reuse_port=False)
+    else:
+        infos = await loop.run_in_executor(
+            None,
+            lambda: default_resolver().getaddrinfo(
+                plan.host, port, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+            ),
+        )
+        sock = bind_first(socket.socket, keep, plan.host, infos, family, reuse_port=False)
     try:
         sock.setblocking(False)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        host = plan.host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        sock.bind((host, plan.port or 0))
-        _say(plan, 1, f"Listening on {SocketAddress.from_sockaddr(family, sock.getsockname())}")
-        data, sender = await loop.sock_recvfrom(sock, 65536)
+        bound = SocketAddress.from_sockaddr(sock.family, sock.getsockname())
+        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {bound}")
+        while True:  # the first sender the allow/deny policy admits becomes the peer
+            data, sender = await _recvfrom(sock)
+            if plan.admit(SocketAddress.from_sockaddr(sock.family, sender)):
+                break
         sock.connect(sender)
     except BaseException:
         sock.close()
@@ -666,6 +760,24 @@ async def _listen_udp(plan: _Plan) -> int:
 
         os.write(local.write_fd, data)  # the first datagram: small, written at once
     return await _pump(plan, local, leg, connect_mode=False)
+
+
+async def _recvfrom(sock: socket.socket) -> tuple[bytes, Any]:
+    """One datagram and its sender (uvloop has no ``sock_recvfrom``)."""
+    import asyncio  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return sock.recvfrom(65536)
+        except (BlockingIOError, InterruptedError):
+            pass
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(sock.fileno(), ready.set_result, None)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(sock.fileno())
 
 
 # --- scan ----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-__all__ = ["AccessPolicy"]
+__all__ = ["AccessPolicy", "read_access_file"]
 
 _IPV4_BITS: Final = 32
 _IPV6_BITS: Final = 128
@@ -140,10 +140,10 @@ class AccessPolicy:
         """
         allow_entries = None if allow is None else _as_list(allow, "allow")
         if allowfile is not None:
-            allow_entries = [*(allow_entries or []), *_read_entries(allowfile)]
+            allow_entries = [*(allow_entries or []), *read_access_file(allowfile)]
         deny_entries = [] if deny is None else _as_list(deny, "deny")
         if denyfile is not None:
-            deny_entries.extend(_read_entries(denyfile))
+            deny_entries.extend(read_access_file(denyfile))
         return cls(allow_entries, deny_entries)
 
     def permits(self, host: str) -> bool:
@@ -218,8 +218,14 @@ def _parse_entry(entry: str) -> IPv4Network | IPv6Network:
     return network
 
 
-def _read_entries(path: str | os.PathLike[str]) -> list[str]:
-    """The entries of an ncat-style list file, each checked, with file:line in errors."""
+def read_access_file(path: str | os.PathLike[str]) -> list[str]:
+    """The entries of an ncat-style list file (white-space separated, ``#`` comments),
+    each checked.
+
+    Raises:
+        OSError: the file cannot be read.
+        AddressError: an invalid entry; the message names the file and line.
+    """
     name = os.fspath(path)
     with open(path, encoding="utf-8") as file:
         text = file.read()

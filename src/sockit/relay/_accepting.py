@@ -6,6 +6,9 @@ to :data:`ACCEPT_BATCH` connections per wake-up, under the servers' errno policy
 (:func:`sockit.proto.accept.classify_accept_error`): transient errors are skipped, fd
 exhaustion stops accepting for a back-off that doubles up to :data:`BACKOFF_MAX`
 (one log line per pause, no spinning), anything else is fatal and reported once.
+An ``admit(address)`` predicate (the peer's allow/deny policy) is asked about every
+connection before its owner sees it; one it refuses is reset at once (``SO_LINGER``
+0: the client learns now, with a reset, not a clean end it could take for a reply).
 Its owner may also hold it (stop accepting while at capacity: new clients wait in the
 kernel's queue instead of being accepted and reset). It polls exactly while started,
 not held, not backing off and not closed.
@@ -16,8 +19,11 @@ Must never block, and never leave a reader registered after :meth:`close`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
+from sockit.addr import SocketAddress
+from sockit.addr.binding import set_linger_zero
 from sockit.proto.accept import AcceptAction, classify_accept_error
 
 if TYPE_CHECKING:
@@ -40,8 +46,8 @@ BACKOFF_MAX = 1.0
 
 class AcceptLoop:
     """Accept from ``listener`` on the running loop; ``on_accept(conn, sockaddr)`` gets
-    each connection, ``on_fatal(error)`` an error that ends
-    accepting (it has been logged)."""
+    each connection ``admit`` (if given) lets through, ``on_fatal(error)`` an error that
+    ends accepting (it has been logged). ``denied`` counts the connections refused."""
 
     def __init__(
         self,
@@ -50,8 +56,11 @@ class AcceptLoop:
         on_fatal: Callable[[OSError], None],
         *,
         logger: logging.Logger,
+        admit: Callable[[SocketAddress], bool] | None = None,
     ) -> None:
         self.listener = listener
+        self.admit = admit
+        self.denied = 0
         self.on_accept = on_accept
         self.on_fatal = on_fatal
         self.logger = logger
@@ -139,4 +148,12 @@ class AcceptLoop:
                 self.on_fatal(error)
                 return
             self._backoff = BACKOFF_FIRST
+            if self.admit is not None and not self.admit(
+                SocketAddress.from_sockaddr(conn.family, sockaddr)
+            ):
+                self.denied += 1
+                with contextlib.suppress(OSError):
+                    set_linger_zero(conn)
+                conn.close()
+                continue
             self.on_accept(conn, sockaddr)

@@ -67,6 +67,8 @@ from sockit.relay._accepting import AcceptLoop
 from sockit.relay.pump import Pump, SocketLeg
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sockit.sync import SocketListener
 
 __all__ = [
@@ -211,7 +213,8 @@ class HTTPProxyServer:
     time to receive it, ``connect_timeout`` the connect to the target plus the hand-over
     of the request head. ``max_conns`` caps concurrent connections (more are closed at
     once, with a reset); ``idle_timeout`` ends a relayed connection with no bytes either
-    way for that long (``None``: never).
+    way for that long (``None``: never). Connections ``admit(address)`` refuses (the
+    allow/deny policy) are reset at accept.
 
     ``await start()`` binds and returns the real addresses; ``await serve_forever()``
     (which starts first if needed) serves until cancelled, then aborts every connection
@@ -230,6 +233,7 @@ class HTTPProxyServer:
         max_conns: int | None = None,
         idle_timeout: float | None = None,
         logger: logging.Logger | None = None,
+        admit: Callable[[SocketAddress], bool] | None = None,
     ) -> None:
         if max_header_bytes < 64:
             raise ValueError(f"max_header_bytes must be at least 64, not {max_header_bytes}")
@@ -246,6 +250,7 @@ class HTTPProxyServer:
         self.max_conns = max_conns
         self.idle_timeout = idle_timeout
         self.logger = logger or _logger
+        self.admit = admit
         self.stats = HTTPProxyStats()
         self._listener: SocketListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -289,7 +294,9 @@ class HTTPProxyServer:
             if not serving.done():
                 serving.set_exception(error)
 
-        self._accepting = AcceptLoop(self._listener, self._accepted, fatal, logger=self.logger)
+        self._accepting = AcceptLoop(
+            self._listener, self._accepted, fatal, logger=self.logger, admit=self.admit
+        )
         try:
             self._accepting.start()
             await serving

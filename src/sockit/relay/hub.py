@@ -10,11 +10,16 @@ ceiling) and
   connects later; a client's EOF or reset ends that client only;
 * caps the clients at ``max_conns``: one more is closed at once (ncat's ``-m``);
 * in **broker** mode (ncat's ``--broker``) relays each client's data to every other
-  client instead of to the local output.
+  client instead of to the local output;
+* in **chat** mode (ncat's ``--chat``, a broker) tags each line with its sender,
+  ``<userN> ``, escapes control characters as ``\\ooo`` (so no client can move another's
+  cursor or recolour its terminal) and announces arrivals and departures with ncat's
+  ``<announce>`` lines. ``N`` counts connections from 1 and is never reused in a hub's
+  life (ncat numbers users by file descriptor, which is reused).
 
 Bounded: each client's pending output and the local output hold at most
 ``BUFFER_LIMIT`` bytes; while any is full, the side feeding it is not read (a slow
-client slows the broadcast, never grows memory).
+client slows the broadcast, or in broker mode every client's talk, never grows memory).
 
 Must never block the event loop nor let one client's failure end the hub.
 """
@@ -40,12 +45,26 @@ if TYPE_CHECKING:
     from sockit.relay.pump import Leg
     from sockit.sync import SocketListener
 
-__all__ = ["BUFFER_LIMIT", "Hub", "HubStats"]
+__all__ = ["BUFFER_LIMIT", "Hub", "HubStats", "chat_escape"]
 
 BUFFER_LIMIT = 256 * 1024
 """Pending bytes per client, and for the local output, before its source is paused."""
 
 _READ_SIZE = 65536
+# What chat passes through as it is: printable ASCII and the white space ncat keeps
+# (isprint() or isspace() in the C locale); every other byte becomes \ooo.
+_CHAT_KEEP = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\n\v\f\r")
+_CHAT_TABLE = [bytes([byte]) if byte in _CHAT_KEEP else b"\\%03o" % byte for byte in range(256)]
+
+
+def chat_escape(data: bytes) -> bytes:
+    """``data`` with every byte that is not printable ASCII or white space written as a
+    backslash and three octal digits (ncat's ``--chat`` filter: ESC becomes ``\\033``)."""
+    if all(byte in _CHAT_KEEP for byte in data):
+        return data
+    return b"".join(_CHAT_TABLE[byte] for byte in data)
+
+
 _logger = logging.getLogger("sockit.relay")
 
 
@@ -67,6 +86,8 @@ class _Client:
     pending: bytearray = field(default_factory=bytearray)
     writing: bool = False
     eof_wanted: bool = False
+    user: int = 0
+    line_start: bool = True
 
 
 class Hub:
@@ -74,6 +95,8 @@ class Hub:
 
     ``on_connect(address)`` and ``on_disconnect(address)`` are told about each client
     (for ``-v``). ``await hub.run()`` serves until cancelled, then closes every client.
+    ``chat=True`` implies ``broker=True``. Connections ``admit(address)`` refuses are
+    reset at accept.
     """
 
     def __init__(
@@ -83,13 +106,17 @@ class Hub:
         *,
         max_conns: int = 100,
         broker: bool = False,
+        chat: bool = False,
+        admit: Callable[[SocketAddress], bool] | None = None,
         on_connect: Callable[[SocketAddress], None] | None = None,
         on_disconnect: Callable[[SocketAddress], None] | None = None,
     ) -> None:
         self.listener = listener
         self.local = local
         self.max_conns = max_conns
-        self.broker = broker
+        self.broker = broker or chat
+        self.chat = chat
+        self.admit = admit
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.stats = HubStats()
@@ -99,6 +126,8 @@ class Hub:
         self._local_reading = False
         self._local_eof = False
         self._clients_paused = False
+        self._full: set[int] = set()  # clients whose pending output is at the limit
+        self._users = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
@@ -110,7 +139,9 @@ class Hub:
             if not serving.done():
                 serving.set_exception(error)
 
-        accepting = AcceptLoop(self.listener, self._accepted, fatal, logger=_logger)
+        accepting = AcceptLoop(
+            self.listener, self._accepted, fatal, logger=_logger, admit=self.admit
+        )
         accepting.start()
         if not self.broker:
             self._read_local(True)
@@ -136,7 +167,10 @@ class Hub:
             conn.close()
             return
         conn.setblocking(False)
-        client = _Client(conn, address)
+        self._users += 1
+        client = _Client(conn, address, user=self._users)
+        if self.chat:
+            self._announce_arrival(client)
         self._clients[conn.fileno()] = client
         self.stats.connections += 1
         self.stats.active += 1
@@ -160,6 +194,8 @@ class Hub:
             self._drop(client, abort=False)
             return
         self.stats.bytes_in += len(data)
+        if self.chat:
+            data = self._tag(client, data)
         if self.broker:
             for other in list(self._clients.values()):
                 if other is not client:
@@ -172,6 +208,36 @@ class Hub:
         client.pending += data
         self.stats.bytes_out += len(data)
         self._flush_client(client)
+
+    # --- chat ---------------------------------------------------------------------------
+
+    def _tag(self, client: _Client, data: bytes) -> bytes:
+        """``<userN> `` before every line ``client`` starts, control bytes escaped."""
+        tag = b"<user%d> " % client.user
+        lines = chat_escape(data).split(b"\n")
+        tagged = (b"\n" + tag).join(lines[:-1] + ([lines[-1]] if lines[-1] else []))
+        if client.line_start:
+            tagged = tag + tagged
+        client.line_start = data.endswith(b"\n")
+        return tagged + (b"\n" if client.line_start else b"")
+
+    def _announce(self, line: str, *, to: list[_Client]) -> None:
+        data = f"<announce> {line}\n".encode("ascii", "backslashreplace")
+        for client in to:
+            self._send(client, data)
+
+    def _announce_arrival(self, client: _Client) -> None:
+        name = f"{self._host(client)} is connected as <user{client.user}>."
+        self._announce(name, to=[*self._clients.values(), client])
+        others = ", ".join(
+            f"{self._host(other)} as <user{other.user}>" for other in self._clients.values()
+        )
+        self._announce(f"already connected: {others or 'nobody'}.", to=[client])
+
+    @staticmethod
+    def _host(client: _Client) -> str:
+        address = client.address
+        return (address.path or "a UNIX peer") if address.is_unix else address.host
 
     def _flush_client(self, client: _Client) -> None:
         assert self._loop is not None  # noqa: S101
@@ -194,6 +260,10 @@ class Hub:
                 self._loop.remove_writer(fd)
             if client.eof_wanted:
                 self._shutdown(client)
+        if len(client.pending) >= BUFFER_LIMIT:
+            self._full.add(fd)
+        else:
+            self._full.discard(fd)
         self._update_local_reading()
 
     def _shutdown(self, client: _Client) -> None:
@@ -208,6 +278,7 @@ class Hub:
         fd = client.sock.fileno()
         if self._clients.pop(fd, None) is None:
             return
+        self._full.discard(fd)
         self._loop.remove_reader(fd)
         if client.writing:
             self._loop.remove_writer(fd)
@@ -218,6 +289,8 @@ class Hub:
         self.stats.active -= 1
         if self.on_disconnect is not None:
             self.on_disconnect(client.address)
+        if self.chat and self._clients:
+            self._announce(f"<user{client.user}> is disconnected.", to=list(self._clients.values()))
         self._update_local_reading()
 
     # --- the local side ---------------------------------------------------------------
@@ -263,11 +336,13 @@ class Hub:
             self._shutdown(client)
 
     def _update_local_reading(self) -> None:
-        """Pause stdin while any client has a full buffer; resume when none has."""
-        if self.broker or self._local_eof:
+        """Pause the feeding side while any client has a full buffer; resume when none
+        has. The feeding side is stdin, or in broker mode every client."""
+        if self.broker:
+            self._pause_clients(bool(self._full))
             return
-        full = any(len(client.pending) >= BUFFER_LIMIT for client in self._clients.values())
-        self._read_local(not full)
+        if not self._local_eof:
+            self._read_local(not self._full)
 
     def _flush_output(self) -> None:
         assert self._loop is not None  # noqa: S101

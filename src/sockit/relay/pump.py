@@ -350,6 +350,10 @@ class DirectionOptions:
       destination is left open.
     * ``discard``: read the source and drop the bytes (``--send-only`` for the socket).
     * ``transform``: bytes in, bytes to write out (``-C``, ``-t``); forces the copy path.
+    * ``read_size``: read at most this many bytes at a time (``--buffer-size``; a
+      datagram source always reads whole datagrams).
+    * ``delay``: after each chunk is written, wait this many seconds before reading the
+      next (ncat's ``-d``); the idle timeout does not count the wait.
     """
 
     eof: str = "shutdown"
@@ -357,6 +361,8 @@ class DirectionOptions:
     enabled: bool = True
     discard: bool = False
     transform: Callable[[bytes], bytes] | None = None
+    read_size: int | None = None
+    delay: float | None = None
 
 
 _DEFAULT_DIRECTION = DirectionOptions()
@@ -399,6 +405,10 @@ class _Direction:
         self.limit = _DATAGRAM_MAX if dst.datagram and not src.datagram else COPY_BUFFER
         if src.datagram:
             self.limit = 65536  # one datagram (UDP's largest payload fits)
+        elif options.read_size is not None:
+            self.limit = max(1, min(self.limit, options.read_size))
+        self.splice_size = PIPE_SIZE if options.read_size is None else self.limit
+        self.delayed: asyncio.TimerHandle | None = None
         # A regular file into a stream socket: sendfile(2), one syscall per chunk and
         # no pipe (what splice through a pipe would do in two).
         self.sendfile = (
@@ -460,6 +470,9 @@ class _Direction:
 
     def stop(self) -> None:
         """Unregister and release the pipe or buffer (the legs are the pump's)."""
+        if self.delayed is not None:
+            self.delayed.cancel()
+            self.delayed = None
         if self.reading:
             self.reading = False
             if self.src.read_pollable and self.src.read_fd >= 0:
@@ -548,7 +561,7 @@ class _Direction:
 
     def _send_file(self) -> int | None:
         try:
-            n = os.sendfile(self.dst.write_fd, self.src.read_fd, None, PIPE_SIZE)
+            n = os.sendfile(self.dst.write_fd, self.src.read_fd, None, self.splice_size)
         except BlockingIOError:
             self._want_read(False)
             self._want_write(True)
@@ -574,7 +587,7 @@ class _Direction:
                 return self._copy_in()
         assert _SPLICE is not None  # noqa: S101 (self.splice is False otherwise)
         try:
-            n: int = _SPLICE(self.src.read_fd, self.pipe_w, PIPE_SIZE, flags=_SPLICE_FLAGS)
+            n: int = _SPLICE(self.src.read_fd, self.pipe_w, self.splice_size, flags=_SPLICE_FLAGS)
         except BlockingIOError:
             if self.pending:
                 # The pipe is full (its page slots, even if not PIPE_SIZE bytes): the
@@ -655,7 +668,18 @@ class _Direction:
         self._want_write(False)
         if self.eof:
             self._finish_eof()
+        elif self.options.delay is not None and not self.done:
+            # -d: the next read waits; the read loop of on_readable sees reading off.
+            self._want_read(False)
+            if self.delayed is None:
+                self.delayed = self.loop.call_later(self.options.delay, self._after_delay)
         elif not self.done:
+            self._want_read(True)
+
+    def _after_delay(self) -> None:
+        self.delayed = None
+        if not self.done:
+            self.pump.last_activity = self.loop.time()
             self._want_read(True)
 
     def _drain_pipe_into_buffer(self) -> None:
@@ -686,7 +710,11 @@ class _Direction:
                 self._write_failed(error)
                 return
             self.pump.note_soft_error(self.dst, error)
-        if not self.src.read_pollable and not self.done:
+        if self.options.delay is not None and not self.done:
+            self._want_read(False)
+            if self.delayed is None:
+                self.delayed = self.loop.call_later(self.options.delay, self._after_delay)
+        elif not self.src.read_pollable and not self.done:
             self._want_read(True)
 
     def _write_failed(self, error: OSError) -> None:

@@ -91,8 +91,9 @@ class Relay:
     """A relay from ``src`` to ``dst`` (strings in the endpoint grammar, or specs).
 
     ``splice=False`` forces the copy path (for tests and comparisons). ``kill_grace``
-    is the time an ``exec:`` child gets between ``SIGTERM`` and ``SIGKILL``. Use
-    ``await relay.start()`` to bind (it returns the real listening addresses), then
+    is the time an ``exec:`` child gets between ``SIGTERM`` and ``SIGKILL``. A listening
+    relay resets the connections ``admit(address)`` refuses (the allow/deny policy) at
+    accept. Use ``await relay.start()`` to bind (it returns the real listening addresses), then
     ``await relay.run()``; or just ``run()``, which starts first.
 
     Raises (from the constructor) :class:`~sockit.AddressError` for a malformed
@@ -108,6 +109,7 @@ class Relay:
         kill_grace: float = DEFAULT_KILL_GRACE,
         logger: logging.Logger | None = None,
         listener: SocketListener | None = None,
+        admit: Callable[[SocketAddress], bool] | None = None,
     ) -> None:
         from sockit.errors import AddressError  # noqa: PLC0415
 
@@ -123,6 +125,7 @@ class Relay:
         self.splice = splice
         self.kill_grace = kill_grace
         self.logger = logger or _logger
+        self.admit = admit
         self.stats = RelayStats()
         # A listener handed in (a worker's inherited copy) is not ours to close as a
         # listener: that would remove a UNIX socket file the other workers still serve.
@@ -215,7 +218,9 @@ class Relay:
             if not serving.done():
                 serving.set_exception(error)
 
-        self._accepting = AcceptLoop(listener, self._accepted, fatal, logger=self.logger)
+        self._accepting = AcceptLoop(
+            listener, self._accepted, fatal, logger=self.logger, admit=self.admit
+        )
         self._accepting.start()
         await serving
 
@@ -477,11 +482,17 @@ def _first(*values: float | None) -> float | None:
     return None
 
 
-async def accept_leg(listener: SocketListener, *, logger: logging.Logger = _logger) -> SocketLeg:
+async def accept_leg(
+    listener: SocketListener,
+    *,
+    logger: logging.Logger = _logger,
+    admit: Callable[[SocketAddress], bool] | None = None,
+) -> SocketLeg:
     """Accept one connection on ``listener`` as a leg (``TCP_NODELAY``, its peer address
     recorded), then close the listener: later connects are refused at once instead of
     waiting in a queue nobody will accept. Accept errors follow :class:`AcceptLoop`'s
-    policy; a fatal one is raised."""
+    policy; a fatal one is raised. Connections ``admit`` refuses are reset and the wait
+    goes on."""
     got: asyncio.Future[tuple[socket.socket, object]]
     got = asyncio.get_running_loop().create_future()
 
@@ -493,7 +504,7 @@ async def accept_leg(listener: SocketListener, *, logger: logging.Logger = _logg
         if not got.done():
             got.set_exception(error)
 
-    accepting = AcceptLoop(listener, on_accept, fatal, logger=logger)
+    accepting = AcceptLoop(listener, on_accept, fatal, logger=logger, admit=admit)
     accepting.start()
     try:
         conn, sockaddr = await got
