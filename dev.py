@@ -21,11 +21,15 @@ the machine cannot run this script (Python too old, no ``venv``/``ensurepip``).
 virtual environment and re-resolves requirements/dev.in plus the ``[project]`` dependencies
 of pyproject.toml for the running Python, with ``--generate-hashes``.
 
-``test`` also needs HAProxy, for the PROXY protocol interop tests: when ``haproxy`` is not
-on PATH and this runs as root on a system with ``apt-get`` (Debian, Ubuntu), it installs
-the ``haproxy`` package (without recommends, ``apt-get update`` only if the first attempt
-fails). A failed attempt is remembered in ``.venv`` and not repeated; elsewhere it prints a
-warning, and those tests skip (or fail, when the environment variable ``CI`` is set).
+``test`` also needs the real peers of the interop tests: HAProxy (PROXY protocol), ncat,
+OpenBSD netcat and socat (ncat mode), and microsocks (a SOCKS5 proxy). When one of their
+commands (``haproxy``, ``ncat``, ``nc.openbsd``, ``socat``, ``microsocks``) is not on PATH
+and this runs as root on a system with ``apt-get`` (Debian, Ubuntu), it installs the
+missing Debian packages (``haproxy``, ``ncat``, ``netcat-openbsd``, ``socat``,
+``microsocks``) in one ``apt-get install`` (without recommends, ``apt-get update`` only if
+the first attempt fails). A failed attempt is remembered in ``.venv`` and not repeated for
+the same set of packages; elsewhere it prints a warning, and those tests skip (or fail,
+when the environment variable ``CI`` is set).
 
 This script must use the standard library only (it runs before any dependency exists), and
 must never delete a ``.venv`` it did not create in the same run.
@@ -56,10 +60,20 @@ LOCK_FILE = ROOT / "requirements" / "dev.lock"
 LOCK_INPUT = ROOT / "requirements" / "dev.in"
 PYPROJECT = ROOT / "pyproject.toml"
 STAMP = VENV / "sockit-dev.stamp"
-# Written when installing the system package failed, so every later run does not wait for
-# apt again (offline machine, broken mirror); delete it to retry.
-HAPROXY_FAILED_STAMP = VENV / "sockit-haproxy.failed"
-HAPROXY_PACKAGE = "haproxy"
+# Written when installing the system packages failed, so every later run does not wait for
+# apt again (offline machine, broken mirror); it names the packages of that attempt, so a
+# different set of missing packages is tried again. Delete it to retry.
+PEERS_FAILED_STAMP = VENV / "sockit-peers.failed"
+# The interop tests' peers: the command each test looks for on PATH, and the Debian package
+# that provides it (Debian names the OpenBSD netcat's command nc.openbsd: plain `nc` is an
+# alternative that ncat or netcat-openbsd may own).
+TEST_PEERS: tuple[tuple[str, str], ...] = (
+    ("haproxy", "haproxy"),
+    ("ncat", "ncat"),
+    ("nc.openbsd", "netcat-openbsd"),
+    ("socat", "socat"),
+    ("microsocks", "microsocks"),
+)
 
 # Bump when the install recipe below changes, so existing environments are re-installed.
 SETUP_RECIPE_VERSION = b"1"
@@ -226,46 +240,57 @@ def apt_get(apt: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def ensure_haproxy() -> None:
-    """Install HAProxy (the interop tests' peer) if it is missing and this machine allows.
+def missing_test_peers() -> list[str]:
+    """The Debian packages of :data:`TEST_PEERS` whose command is not on PATH."""
+    return [package for command, package in TEST_PEERS if shutil.which(command) is None]
 
-    Prints one line when it acts or cannot; never fails the command: without HAProxy the
-    interop tests skip (or fail under CI) and say why.
+
+def ensure_test_peers() -> None:
+    """Install the interop tests' peers (:data:`TEST_PEERS`) that are missing, if allowed.
+
+    One ``apt-get install`` for all missing packages. Prints one line when it acts or
+    cannot; never fails the command: without a peer its interop tests skip (or fail under
+    CI) and say why.
     """
-    if shutil.which(HAPROXY_PACKAGE) is not None:
+    missing = missing_test_peers()
+    if not missing:
         return
+    names = " ".join(missing)
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
         needs = "apt-get" if apt is None else "root"
         say(
-            f"dev.py: warning: {HAPROXY_PACKAGE} is not installed and installing it needs "
-            f"{needs}; the HAProxy interop tests will skip (fail under CI)"
+            f"dev.py: warning: {names} not installed and installing needs {needs}; "
+            "their interop tests will skip (fail under CI)"
         )
         return
-    if HAPROXY_FAILED_STAMP.exists():
-        say(
-            f"dev.py: warning: {HAPROXY_PACKAGE} is not installed; installing it failed "
-            f"before (delete {HAPROXY_FAILED_STAMP.relative_to(ROOT)} to retry)"
-        )
-        return
-    say(f"dev.py: installing the {HAPROXY_PACKAGE} package with apt-get (interop tests)")
-    install = ("install", "-y", "-qq", "--no-install-recommends", HAPROXY_PACKAGE)
+    attempt = f"packages: {names}\n"
+    with contextlib.suppress(FileNotFoundError):
+        if PEERS_FAILED_STAMP.read_text(encoding="ascii").startswith(attempt):
+            say(
+                f"dev.py: warning: {names} not installed; installing failed before "
+                f"(delete {PEERS_FAILED_STAMP.relative_to(ROOT)} to retry)"
+            )
+            return
+    say(f"dev.py: installing {names} with apt-get (interop test peers)")
+    install = ("install", "-y", "-qq", "--no-install-recommends", *missing)
     completed = apt_get(apt, *install)
     if completed.returncode != 0:
         # Fresh images ship without package lists; refresh them only when needed.
         updated = apt_get(apt, "update", "-qq")
         completed = updated if updated.returncode != 0 else apt_get(apt, *install)
-    if completed.returncode != 0 or shutil.which(HAPROXY_PACKAGE) is None:
+    still_missing = missing_test_peers()
+    if completed.returncode != 0 or still_missing:
         sys.stderr.write(completed.stdout + completed.stderr)
-        HAPROXY_FAILED_STAMP.write_text(
-            f"apt-get exited with status {completed.returncode}\n", encoding="ascii"
+        PEERS_FAILED_STAMP.write_text(
+            f"{attempt}apt-get exited with status {completed.returncode}\n", encoding="ascii"
         )
         say(
-            f"dev.py: warning: installing {HAPROXY_PACKAGE} failed (see above); the HAProxy "
-            f"interop tests will skip (fail under CI)"
+            f"dev.py: warning: installing {' '.join(still_missing) or names} failed "
+            "(see above); their interop tests will skip (fail under CI)"
         )
         return
-    HAPROXY_FAILED_STAMP.unlink(missing_ok=True)
+    PEERS_FAILED_STAMP.unlink(missing_ok=True)
 
 
 def run_steps(steps: Sequence[tuple[str, Sequence[str | os.PathLike[str]]]]) -> int:
@@ -299,7 +324,7 @@ def command_test(args: list[str]) -> int:
     marker = "slow" if slow else "not slow"
     setup()
     with setup_lock():
-        ensure_haproxy()
+        ensure_test_peers()
     steps = lint_steps()
     steps.append((f'pytest -m "{marker}"', [VENV_BIN / "pytest", "-m", marker, *pytest_args]))
     return run_steps(steps)
