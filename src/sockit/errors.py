@@ -32,6 +32,8 @@ __all__ = [
     "IncompleteRead",
     "LimitExceeded",
     "PeerClosedError",
+    "ProxyAuthError",
+    "ProxyError",
     "ProxyProtocolError",
     "ResolutionError",
     "SockitError",
@@ -108,6 +110,50 @@ class ProxyProtocolError(SockitError, ValueError):
     encoding is asked for something the protocol cannot carry. The HAProxy
     specification says a receiver must then abort the connection: the sender (a proxy
     that should not be trusted, or a client that speaks no PROXY protocol) is at fault.
+    """
+
+
+class ProxyError(SockitError, OSError):
+    """A proxy (SOCKS4, SOCKS5 or HTTP CONNECT) was reached but did not open the tunnel.
+
+    The proxy refused or could not reach the target, broke its own protocol, or closed
+    or reset the connection during the handshake: the proxy, or what lies behind it, is
+    at fault. (Not reaching the proxy at all is a :class:`ConnectError` naming the
+    proxy's address, and a deadline that expires is a :class:`ConnectTimeoutError`:
+    never this class. Nor is this :class:`ProxyProtocolError`, which is about HAProxy's
+    PROXY protocol header.)
+
+    ``proxy`` is the proxy's ``host:port``, ``target`` the ``host:port`` the tunnel was
+    asked for, ``reply`` the proxy's answer code when it sent one (the SOCKS5 ``REP``
+    byte, the SOCKS4 ``CD`` byte, the HTTP status), and ``errno`` the errno that means
+    the same where one does (a SOCKS5 "connection refused" is ``ECONNREFUSED``), else
+    ``None``. The message is one line naming both addresses.
+    """
+
+    def __init__(
+        self,
+        proxy: str,
+        target: str,
+        message: str,
+        *,
+        errno: int | None = None,
+        reply: int | None = None,
+    ) -> None:
+        super().__init__(errno, message)
+        self.proxy = proxy
+        self.target = target
+        self.reply = reply
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+
+class ProxyAuthError(ProxyError):
+    """The proxy rejected the credentials given, or wants credentials and got none.
+
+    A SOCKS5 username/password failure (RFC 1929) or "no acceptable methods", a SOCKS4
+    identd rejection, an HTTP ``407`` (or a challenge for a scheme other than Basic).
+    ``errno`` is ``EACCES``.
     """
 
 

@@ -185,3 +185,74 @@ def test_the_terminal_is_left_as_it_was_after_ctrl_c() -> None:
         finally:
             os.close(leader)
             os.close(follower)
+
+
+def test_trace_shows_each_socket_operation_as_it_happens() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(TIMEOUT)
+            while conn.recv(65536):
+                pass
+            conn.sendall(b"reply")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sockit", "--trace", "127.0.0.1", str(port)],
+            input=b"request",
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        thread.join(TIMEOUT)
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"reply"
+    lines = [line.removeprefix("sockit: trace: ") for line in result.stderr.decode().splitlines()]
+    tuple_ = next(line for line in lines if line.startswith("connected ")).removeprefix(
+        "connected "
+    )
+    expected = [
+        f"getaddrinfo 127.0.0.1 port {port}: 127.0.0.1:{port}",
+        f"connect 127.0.0.1:{port} (attempt 1)",
+        f"connected {tuple_}",
+        "EOF from stdio",
+        f"shutdown(SHUT_WR) to {tuple_}",
+        f"EOF from {tuple_}",
+    ]
+    assert lines[: len(expected)] == expected
+    assert tuple_.endswith(f" -> 127.0.0.1:{port}")
+    assert f"close of {tuple_}" in lines[len(expected) :]
+
+
+def test_trace_in_listen_mode_shows_listen_and_accept() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockit", "--trace", "-l", "127.0.0.1", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        line = wait_for_line(process, "listen ")
+        assert line.startswith("sockit: trace: listen 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            accepted = wait_for_line(process, "accept ")
+            local = client.getsockname()
+            assert accepted.strip() == (
+                f"sockit: trace: accept 127.0.0.1:{port} -> 127.0.0.1:{local[1]}"
+            )
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(TIMEOUT)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

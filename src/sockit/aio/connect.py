@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ __all__ = [
 # sleeps on the listener's peer_wait queue, which poll does not expose). So it is
 # retried with a bounded exponential backoff, the same schedule the sync layer uses
 # for full UNIX datagram queues.
+# ``--trace`` (DESIGN.md: getaddrinfo answers and each connect attempt, as they happen);
+# a disabled logger costs one isEnabledFor call per connect.
+_tracer = logging.getLogger("sockit.trace")
+
 _UNIX_RETRY_FIRST = 0.001
 _UNIX_RETRY_MAX = 0.05
 
@@ -159,6 +164,10 @@ async def connect_socket(
         display_host=host,
     )
     ordered = order_addresses(infos)
+    trace = _tracer.isEnabledFor(logging.DEBUG)
+    if trace:
+        answers = ", ".join(str(info.address) for info in ordered) or "no usable address"
+        _tracer.debug("getaddrinfo %s port %d: %s", host, port_number, answers)
     if not ordered:
         raise ConnectError(host, port_number, [], reason="the name has no usable address")
     schedule = HappyEyeballs(
@@ -171,9 +180,13 @@ async def connect_socket(
             step = schedule.next_step(now)
             if isinstance(step, StartAttempt):
                 info = ordered[step.index]
+                if trace:
+                    _tracer.debug("connect %s (attempt %d)", info.address, step.index + 1)
                 try:
                     sock = start_connect(socket.socket, info, local)
                 except OSError as error:
+                    if trace:
+                        _tracer.debug("connect %s failed: %s", info.address, error.strerror)
                     schedule.attempt_failed(step.index, error, now)
                     continue
                 pending.append(_Attempt(step.index, info, sock, sock.fileno()))
@@ -190,9 +203,16 @@ async def connect_socket(
                 if code == 0:
                     # Exactly one winner: the first completed attempt in attempt order;
                     # any other that completed in the same wake-up is closed below.
+                    if trace:
+                        local_end = SocketAddress.from_sockaddr(
+                            attempt.sock.family, attempt.sock.getsockname()
+                        )
+                        _tracer.debug("connected %s -> %s", local_end, attempt.info.address)
                     return _winner(attempt)
                 attempt.sock.close()
                 failure = OSError(code, os.strerror(code))
+                if trace:
+                    _tracer.debug("connect %s failed: %s", attempt.info.address, failure.strerror)
                 schedule.attempt_failed(attempt.index, failure, loop.time())
     finally:
         for attempt in pending:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from sockit.addr import SocketAddress
     from sockit.proto.access import AccessPolicy
+    from sockit.relay.proxy_client import ProxySpec
     from sockit.relay.pump import Leg, PumpResult
 
 __all__ = ["DEFAULT_LISTEN_PORT", "build_ncat_parser", "run_ncat"]
@@ -149,6 +150,7 @@ class _Plan:
     quit_after: float | None
     delay: float | None
     access: AccessPolicy | None
+    proxy: ProxySpec | None
 
     def admit(self, address: SocketAddress) -> bool:
         """The allow/deny policy for a listening mode's peer (``-v`` tells a denial)."""
@@ -192,12 +194,13 @@ def _plan(args: argparse.Namespace) -> _Plan:
         args.broker = True  # ncat: --chat is a broker with user tags
     if args.broker:
         args.listen = args.keep_open = True  # ncat: --broker implies -l -k
-    if args.proxy is not None:
-        raise UsageError("--proxy is not available yet")
+    proxy = _proxy(args)
     if args.proxy_type is not None and args.listen and args.proxy_type.lower() != "http":
         raise UsageError("a listening proxy is an HTTP proxy: --proxy-type http")
-    if args.proxy_type is not None and not args.listen:
+    if args.proxy_type is not None and not args.listen and proxy is None:
         raise UsageError("--proxy-type without --proxy or -l does nothing")
+    if args.proxy_dns is not None and proxy is None:
+        raise UsageError("--proxy-dns needs --proxy")
     if args.ipv4 and args.ipv6:
         raise UsageError("-4 and -6 contradict each other")
     if args.send_only and args.recv_only:
@@ -261,6 +264,29 @@ def _plan(args: argparse.Namespace) -> _Plan:
         quit_after=None if args.quit_after is None else parse_duration(args.quit_after),
         delay=None if args.delay is None else parse_duration(args.delay),
         access=access,
+        proxy=proxy,
+    )
+
+
+def _proxy(args: argparse.Namespace) -> ProxySpec | None:
+    """``--proxy`` and its options (ncat's meanings; ``NCAT_PROXY_AUTH`` as the
+    credentials' fallback, so they stay out of ``ps``); ``None`` without ``--proxy``."""
+    if args.proxy is None:
+        return None
+    if args.listen:
+        raise UsageError("--proxy connects through a proxy: it does not combine with -l")
+    if args.udp or args.unixsock or args.scan:
+        raise UsageError("--proxy carries TCP connections only (not -u, -U or -z)")
+    import os  # noqa: PLC0415
+
+    from sockit.relay.proxy_client import parse_proxy  # noqa: PLC0415
+
+    return parse_proxy(
+        args.proxy,
+        args.proxy_type,
+        args.proxy_auth,
+        args.proxy_dns,
+        env_auth=os.environ.get("NCAT_PROXY_AUTH"),
     )
 
 
@@ -330,6 +356,19 @@ def _say(plan: _Plan, level: int, message: str) -> None:
         sys.stderr.flush()
 
 
+def _trace(plan: _Plan, text: str) -> None:
+    """A ``--trace`` line (the ``sockit.trace`` logger the relay layer also writes to)."""
+    if plan.args.trace:
+        logging.getLogger("sockit.trace").debug("%s", text)
+
+
+def _listening(plan: _Plan, addresses: Sequence[object]) -> None:
+    """The "Listening on" line per bound address (port 0: always, with the real port)."""
+    for address in addresses:
+        _trace(plan, f"listen {address}")
+        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+
+
 def _error(message: str) -> int:
     sys.stderr.write(f"{_PROG}: {message}\n")
     return EXIT_NETWORK_ERROR
@@ -341,7 +380,7 @@ def _run(plan: _Plan) -> int:
 
     from sockit._version import __version__  # noqa: PLC0415
     from sockit.aio._loop import run as run_loop  # noqa: PLC0415
-    from sockit.errors import ConnectError, ResolutionError  # noqa: PLC0415
+    from sockit.errors import ConnectError, ProxyError, ResolutionError  # noqa: PLC0415
 
     _say(plan, 1, f"Version {__version__} ( sockit, ncat-compatible )")
 
@@ -361,7 +400,7 @@ def _run(plan: _Plan) -> int:
         return run_loop(main())
     except asyncio.CancelledError:
         return _EXIT_INTERRUPTED
-    except ResolutionError as error:
+    except (ResolutionError, ProxyError) as error:
         return _error(str(error))
     except ConnectError as error:
         return _error(f"{_reason(error)}: {error.host}:{error.port}.")
@@ -402,11 +441,42 @@ async def _connect(plan: _Plan) -> int:
         spec = EndpointSpec(
             kind, f"{kind}:{plan.host}:{plan.port}", plan.host, plan.port, options=options
         )
-    remote = await open_leg(spec, first=False, family=plan.family)
-    _say(plan, 1, f"Connected to {_peer(remote)}.")
+    if plan.proxy is not None:
+        remote = await _connect_via_proxy(plan, bind)
+        from sockit.addr import format_host_port  # noqa: PLC0415
+
+        target = format_host_port(plan.host or "", plan.port or 0)
+        _say(plan, 1, f"Connected to {target} through the {plan.proxy}.")
+    else:
+        remote = await open_leg(spec, first=False, family=plan.family)
+        _say(plan, 1, f"Connected to {_peer(remote)}.")
     _say(plan, 2, f"Connection {_four_tuple(remote)}.")
     local = await _local_leg(plan, remote)
     return await _pump(plan, local, remote, connect_mode=True)
+
+
+async def _connect_via_proxy(plan: _Plan, bind: SocketAddress | None) -> Leg:
+    """The tunnel through ``--proxy`` to the target, as a socket leg (its peer: the
+    proxy, the address this socket really reached)."""
+    from sockit.relay.proxy_client import connect_via_proxy  # noqa: PLC0415
+    from sockit.relay.pump import SocketLeg  # noqa: PLC0415
+
+    assert plan.proxy is not None  # noqa: S101
+    assert plan.host is not None  # noqa: S101
+    assert plan.port is not None  # noqa: S101
+    _trace(plan, f"proxy {plan.proxy.type} {plan.proxy.address} for {plan.host}:{plan.port}")
+    sock, proxy_address = await connect_via_proxy(
+        plan.proxy,
+        plan.host,
+        plan.port,
+        timeout=plan.connect_timeout,
+        family=plan.family,
+        local_address=None if bind is None else (bind.host, bind.port),
+    )
+    leg = SocketLeg(sock, f"tcp:{plan.host}:{plan.port}")
+    leg.set_addresses(None, proxy_address)
+    _trace(plan, f"tunnel to {plan.host}:{plan.port} open")
+    return leg
 
 
 def _any_address(plan: _Plan) -> str:
@@ -458,6 +528,11 @@ async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> 
         delay=plan.delay,
     )
     tap = _session_log(plan)
+    on_event = None
+    if args.trace:
+        from sockit.relay.runner import trace_pump_event  # noqa: PLC0415
+
+        on_event = trace_pump_event
     pump = Pump(
         local,
         remote,
@@ -466,6 +541,7 @@ async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> 
         forward=forward,
         backward=backward,
         tap=tap,
+        on_event=on_event,
     )
     result = await pump.run()
     if tap is not None:
@@ -602,11 +678,11 @@ async def _listen_once(plan: _Plan) -> int:
 
     listener = listen_on(parse_relay_endpoint(_listen_spec(plan)))
     try:
-        for address in listener.addresses:
-            _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+        _listening(plan, listener.addresses)
         client = await accept_leg(listener, admit=plan.admit)
     finally:
         listener.close()
+    _trace(plan, f"accept {_four_tuple(client)}")
     _say(plan, 1, f"Connection from {_peer(client)}.")
     _say(plan, 2, f"Connection {_four_tuple(client)}.")
     local = await _local_leg(plan, client)
@@ -644,9 +720,7 @@ async def _listen_http_proxy(plan: _Plan) -> int:
         max_conns=plan.args.max_conns or 100,
         admit=plan.admit,
     )
-    addresses = await server.start()
-    for address in addresses:
-        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+    _listening(plan, await server.start())
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await server.serve_forever()
@@ -668,8 +742,7 @@ async def _listen_hub(plan: _Plan) -> int:
     listener = listen_on(parse_relay_endpoint(_listen_spec(plan)))
     local = StdioLeg()
     try:
-        for address in listener.addresses:
-            _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+        _listening(plan, listener.addresses)
         hub = Hub(
             listener,
             local,
@@ -677,8 +750,8 @@ async def _listen_hub(plan: _Plan) -> int:
             broker=plan.args.broker,
             chat=plan.args.chat,
             admit=plan.admit,
-            on_connect=lambda address: _say(plan, 1, f"Connection from {address}."),
-            on_disconnect=lambda address: _say(plan, 2, f"Connection from {address} closed."),
+            on_connect=lambda address: _accepted(plan, address),
+            on_disconnect=lambda address: _closed(plan, address),
         )
         with contextlib.suppress(asyncio.CancelledError):
             await hub.run()
@@ -686,6 +759,16 @@ async def _listen_hub(plan: _Plan) -> int:
         local.close()
         listener.close()
     return EXIT_OK
+
+
+def _accepted(plan: _Plan, address: SocketAddress) -> None:
+    _trace(plan, f"accept {address}")
+    _say(plan, 1, f"Connection from {address}.")
+
+
+def _closed(plan: _Plan, address: SocketAddress) -> None:
+    _trace(plan, f"close {address}")
+    _say(plan, 2, f"Connection from {address} closed.")
 
 
 async def _listen_many_exec(plan: _Plan) -> int:
@@ -704,9 +787,7 @@ async def _listen_many_exec(plan: _Plan) -> int:
     from sockit.relay.grammar import parse_relay_endpoint  # noqa: PLC0415
 
     relay = Relay(parse_relay_endpoint(source), parse_relay_endpoint(target), admit=plan.admit)
-    addresses = await relay.start()
-    for address in addresses:
-        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {address}")
+    _listening(plan, await relay.start())
     try:
         await relay.run()
     except asyncio.CancelledError:
@@ -742,8 +823,7 @@ async def _listen_udp(plan: _Plan) -> int:
         sock = bind_first(socket.socket, keep, plan.host, infos, family, reuse_port=False)
     try:
         sock.setblocking(False)
-        bound = SocketAddress.from_sockaddr(sock.family, sock.getsockname())
-        _say(plan, 0 if plan.port == 0 else 1, f"Listening on {bound}")
+        _listening(plan, [SocketAddress.from_sockaddr(sock.family, sock.getsockname())])
         while True:  # the first sender the allow/deny policy admits becomes the peer
             data, sender = await _recvfrom(sock)
             if plan.admit(SocketAddress.from_sockaddr(sock.family, sender)):

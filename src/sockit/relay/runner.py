@@ -62,6 +62,7 @@ __all__ = [
     "raise_fd_limit",
     "run",
     "serve_workers",
+    "trace_pump_event",
 ]
 
 _logger = logging.getLogger("sockit.relay")
@@ -413,21 +414,28 @@ class Relay:
         )
 
     def _on_pump_event(self, name: str, leg: Leg, detail: str) -> None:
-        words = {
-            "eof": "EOF from",
-            "shutdown": "shutdown(SHUT_WR) to",
-            "reset": "RST/error on",
-            "abort": "abort (SO_LINGER 0) of",
-            "close": "close of",
-            "datagram-error": "datagram error on",
-        }
-        self._trace_line(
-            f"{words.get(name, name)} {_describe(leg)}" + (f": {detail}" if detail else "")
-        )
+        trace_pump_event(name, leg, detail)
 
     def _trace_line(self, text: str) -> None:
         if self._trace:
             _tracer.debug("%s", text, extra={"event": "trace"})
+
+
+_EVENT_WORDS = {
+    "eof": "EOF from",
+    "shutdown": "shutdown(SHUT_WR) to",
+    "reset": "RST/error on",
+    "abort": "abort (SO_LINGER 0) of",
+    "close": "close of",
+    "datagram-error": "datagram error on",
+}
+
+
+def trace_pump_event(name: str, leg: Leg, detail: str = "") -> None:
+    """A :class:`~sockit.relay.pump.Pump` event as a ``--trace`` line (the
+    ``sockit.trace`` logger, at ``DEBUG``): ``EOF from 127.0.0.1:5000 -> ...``."""
+    text = f"{_EVENT_WORDS.get(name, name)} {_describe(leg)}" + (f": {detail}" if detail else "")
+    _tracer.debug("%s", text, extra={"event": "trace"})
 
 
 def _describe(leg: Leg) -> str:
