@@ -349,3 +349,26 @@ def test_basic_auth_env_is_not_echoed_in_errors() -> None:
     )
     assert result.returncode == 2
     assert secret not in result.stderr.decode()
+
+
+def test_exec_child_gets_the_ncat_and_sockit_environment() -> None:
+    command = 'env | grep -E "^(NCAT|SOCKIT)_" | sort'
+    with sockit_listening("-c", command, stdin=subprocess.DEVNULL) as (process, port):
+        with connect(port) as client:
+            client.shutdown(socket.SHUT_WR)
+            local_port = client.getsockname()[1]
+            text = read_to_eof(client).decode()
+        assert process.wait(TIMEOUT) == 0
+    expected = {
+        "LOCAL_ADDR": "127.0.0.1",
+        "LOCAL_PORT": str(port),
+        "PROTO": "TCP",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": str(local_port),
+    }
+    lines = text.splitlines()
+    assert lines == sorted(
+        f"{prefix}_{key}={value}"
+        for prefix in ("NCAT", "SOCKIT")
+        for key, value in expected.items()
+    )
