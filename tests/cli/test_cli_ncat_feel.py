@@ -256,3 +256,49 @@ def test_trace_in_listen_mode_shows_listen_and_accept() -> None:
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_log_format_json_makes_every_stderr_line_an_object() -> None:
+    import json  # noqa: PLC0415
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"hi")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    port = listener.getsockname()[1]
+    json_args = ["--log-format", "json", "127.0.0.1", str(port)]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sockit", "-v", "--trace", *json_args],
+            input=b"",
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        thread.join(TIMEOUT)
+        listener.close()
+    refused = subprocess.run(
+        [sys.executable, "-m", "sockit", *json_args],
+        input=b"",
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.decode().splitlines()]
+    messages = [(event["event"], event["message"]) for event in events]
+    assert ("verbose", f"Connected to 127.0.0.1:{port}.") in messages
+    assert ("trace", f"connect 127.0.0.1:{port} (attempt 1)") in messages
+    assert messages[-1] == ("verbose", "0 bytes sent, 2 bytes received in 0.00 seconds.")
+    # The listener is closed: the refusal is one JSON error line.
+    assert refused.returncode == 1
+    [error] = [json.loads(line) for line in refused.stderr.decode().splitlines()]
+    assert error["level"] == "error"
+    assert f"127.0.0.1:{port}" in error["message"]

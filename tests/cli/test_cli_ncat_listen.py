@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+import pytest
+
 TIMEOUT = 30.0
 
 
@@ -168,3 +170,75 @@ def test_listen_proxy_type_http_tunnels_with_authentication() -> None:
             process.stderr.close()
         thread.join(TIMEOUT)
         target.close()
+
+
+# --- -l -k with ncat's EOF options -------------------------------------------------------
+
+
+def read_to_eof(client: socket.socket) -> bytes:
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    return data
+
+
+def test_keep_open_gives_stdin_typed_before_any_client_to_the_first() -> None:
+    with listening() as (process, port):
+        assert process.stdin is not None
+        process.stdin.write(b"typed before anyone came\n")
+        process.stdin.close()
+        time.sleep(0.3)  # stdin's EOF is there before the client
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            assert read_to_eof(client) == b"typed before anyone came\n"
+        assert process.poll() is None  # -k: still serving
+
+
+def test_keep_open_send_only_drops_clients_data_and_ends_at_stdin_eof() -> None:
+    with listening("--send-only") as (process, port):
+        assert process.stdin is not None
+        assert process.stdout is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            client.sendall(b"nobody reads this\n")
+            process.stdin.write(b"announcement\n")
+            process.stdin.close()
+            assert read_to_eof(client) == b"announcement\n"
+            assert process.wait(TIMEOUT) == 0
+        assert process.stdout.read() == b""
+
+
+def test_keep_open_recv_only_never_reads_stdin_nor_half_closes() -> None:
+    with listening("--recv-only") as (process, port):
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(b"never sent\n")
+        process.stdin.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            client.sendall(b"to stdout\n")
+            assert process.stdout.readline() == b"to stdout\n"
+            client.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                assert client.recv(100) == b"", "stdin reached a --recv-only client"
+                raise AssertionError("--recv-only half-closed the client at stdin EOF")
+
+
+def test_keep_open_no_shutdown_leaves_clients_open_at_stdin_eof() -> None:
+    with listening("--no-shutdown") as (process, port):
+        assert process.stdin is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            process.stdin.write(b"hello\n")
+            process.stdin.close()
+            assert client.recv(100) == b"hello\n"
+            client.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                client.recv(100)  # no EOF: the client stays fully open
+            assert process.poll() is None
+
+
+def test_keep_open_quit_after_stdin_eof() -> None:
+    with listening("-q", "300ms") as (process, port):
+        assert process.stdin is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            process.stdin.write(b"bye\n")
+            process.stdin.close()
+            assert read_to_eof(client) == b"bye\n"  # half-closed at once
+            assert process.wait(TIMEOUT) == 0  # and the hub quits 300 ms later

@@ -75,6 +75,7 @@ __all__ = [
 # ``--trace`` (DESIGN.md: getaddrinfo answers and each connect attempt, as they happen);
 # a disabled logger costs one isEnabledFor call per connect.
 _tracer = logging.getLogger("sockit.trace")
+_TRACE = {"event": "trace"}
 
 _UNIX_RETRY_FIRST = 0.001
 _UNIX_RETRY_MAX = 0.05
@@ -167,7 +168,7 @@ async def connect_socket(
     trace = _tracer.isEnabledFor(logging.DEBUG)
     if trace:
         answers = ", ".join(str(info.address) for info in ordered) or "no usable address"
-        _tracer.debug("getaddrinfo %s port %d: %s", host, port_number, answers)
+        _tracer.debug("getaddrinfo %s port %d: %s", host, port_number, answers, extra=_TRACE)
     if not ordered:
         raise ConnectError(host, port_number, [], reason="the name has no usable address")
     schedule = HappyEyeballs(
@@ -181,12 +182,16 @@ async def connect_socket(
             if isinstance(step, StartAttempt):
                 info = ordered[step.index]
                 if trace:
-                    _tracer.debug("connect %s (attempt %d)", info.address, step.index + 1)
+                    _tracer.debug(
+                        "connect %s (attempt %d)", info.address, step.index + 1, extra=_TRACE
+                    )
                 try:
                     sock = start_connect(socket.socket, info, local)
                 except OSError as error:
                     if trace:
-                        _tracer.debug("connect %s failed: %s", info.address, error.strerror)
+                        _tracer.debug(
+                            "connect %s failed: %s", info.address, error.strerror, extra=_TRACE
+                        )
                     schedule.attempt_failed(step.index, error, now)
                     continue
                 pending.append(_Attempt(step.index, info, sock, sock.fileno()))
@@ -207,12 +212,19 @@ async def connect_socket(
                         local_end = SocketAddress.from_sockaddr(
                             attempt.sock.family, attempt.sock.getsockname()
                         )
-                        _tracer.debug("connected %s -> %s", local_end, attempt.info.address)
+                        _tracer.debug(
+                            "connected %s -> %s", local_end, attempt.info.address, extra=_TRACE
+                        )
                     return _winner(attempt)
                 attempt.sock.close()
                 failure = OSError(code, os.strerror(code))
                 if trace:
-                    _tracer.debug("connect %s failed: %s", attempt.info.address, failure.strerror)
+                    _tracer.debug(
+                        "connect %s failed: %s",
+                        attempt.info.address,
+                        failure.strerror,
+                        extra=_TRACE,
+                    )
                 schedule.attempt_failed(attempt.index, failure, loop.time())
     finally:
         for attempt in pending:

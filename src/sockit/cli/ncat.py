@@ -10,13 +10,21 @@ connect mode, TCP/UNIX  stdin EOF -> ``shutdown(SHUT_WR)``, keep receiving; sock
                         ends the program (``-k``: keeps it running until stdin EOF)
 ``--no-shutdown``       stdin EOF leaves the socket fully open
 ``-q SECS``             quit SECS after stdin EOF
-``--send-only``         received data is dropped; quit once stdin EOF is sent
+``--send-only``         received data is dropped (the socket's EOF does not end an
+                        upload); quit once stdin EOF is sent
 ``--recv-only``         stdin is never read (and the socket never half-closed)
-UDP                     stdin EOF ends nothing (UDP has no EOF) unless ``-q``
+UDP                     stdin EOF ends nothing (UDP has no EOF) unless ``-q`` or
+                        ``--send-only``
 listen, no ``-k``       one client; exit when both directions have ended
+listen, ``-k``          stdin to every client (read while one is connected), clients
+                        to stdout; stdin EOF half-closes every client, also later ones;
+                        the flags above apply (``--send-only``: exit once stdin EOF
+                        reached every client; ``-q``: SECS after stdin EOF)
 ======================  ==========================================================
 
-A reset peer is never a clean end: exit status 1.
+A reset peer is never a clean end: exit status 1. A server (``-l -k``, ``--broker``,
+an HTTP proxy) stopped by SIGINT or SIGTERM exits 0, like ``sockit serve``; a transfer
+interrupted by them exits 130 (it did not complete).
 """
 
 from __future__ import annotations
@@ -171,8 +179,7 @@ def run_ncat(argv: Sequence[str]) -> int:
     except (UsageError, AddressError, ValueError) as error:
         sys.stderr.write(f"{_PROG}: error: {error} (see '{_PROG} --help')\n")
         return EXIT_USAGE
-    if args.trace:
-        _trace_to_stderr()
+    _log_to_stderr(args)
     from sockit.relay.runner import raise_fd_limit  # noqa: PLC0415
 
     raise_fd_limit()
@@ -340,26 +347,39 @@ def _access_entries(text: str, args: argparse.Namespace) -> list[str]:
     return result
 
 
-def _trace_to_stderr() -> None:
+_log = logging.getLogger("sockit.ncat")
+
+
+def _log_to_stderr(args: argparse.Namespace) -> None:
+    """Everything ncat mode says goes to stderr in ``--log-format`` (text: ``sockit:
+    message``, ncat's lines; json: one object per line): its own messages and errors,
+    the relay layer's warnings, and with ``--trace`` the socket operations."""
     from sockit.cli._common import add_log_handler  # noqa: PLC0415
 
-    tracer = logging.getLogger("sockit.trace")
-    add_log_handler(
-        tracer, prog=f"{_PROG}: trace", level=logging.DEBUG, log_format="text", stream=sys.stderr
-    )
+    for name, prog, level in (
+        ("sockit.ncat", _PROG, logging.INFO),
+        ("sockit.relay", _PROG, logging.WARNING),
+        ("sockit.trace", f"{_PROG}: trace", logging.DEBUG if args.trace else logging.CRITICAL),
+    ):
+        add_log_handler(
+            logging.getLogger(name),
+            prog=prog,
+            level=level,
+            log_format=args.log_format,
+            stream=sys.stderr,
+        )
 
 
 def _say(plan: _Plan, level: int, message: str) -> None:
     """A ``-v`` message on stderr (``level``: how many -v it needs)."""
     if plan.args.verbose >= level:
-        sys.stderr.write(f"{_PROG}: {message}\n")
-        sys.stderr.flush()
+        _log.info("%s", message, extra={"event": "verbose"})
 
 
 def _trace(plan: _Plan, text: str) -> None:
     """A ``--trace`` line (the ``sockit.trace`` logger the relay layer also writes to)."""
     if plan.args.trace:
-        logging.getLogger("sockit.trace").debug("%s", text)
+        logging.getLogger("sockit.trace").debug("%s", text, extra={"event": "trace"})
 
 
 def _listening(plan: _Plan, addresses: Sequence[object]) -> None:
@@ -370,7 +390,8 @@ def _listening(plan: _Plan, addresses: Sequence[object]) -> None:
 
 
 def _error(message: str) -> int:
-    sys.stderr.write(f"{_PROG}: {message}\n")
+    """The one line of a network error; the exit code for it."""
+    _log.error("%s", message, extra={"event": "error"})
     return EXIT_NETWORK_ERROR
 
 
@@ -519,7 +540,11 @@ async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> 
         delay=plan.delay,
     )
     # remote -> local (the socket to stdout)
-    socket_eof_ends = connect_mode and not args.keep_open and not exec_mode and not udp
+    # --send-only never reads what arrives (ncat's way), so the peer's EOF does not cut
+    # an upload short: the program ends once stdin's EOF is sent.
+    socket_eof_ends = (
+        connect_mode and not args.keep_open and not exec_mode and not udp and not args.send_only
+    )
     backward = DirectionOptions(
         eof="end" if socket_eof_ends else "shutdown",
         discard=args.send_only and not exec_mode,
@@ -558,11 +583,9 @@ async def _pump(plan: _Plan, local: Leg, remote: Leg, *, connect_mode: bool) -> 
 def _status(plan: _Plan, result: PumpResult) -> int:
     if result.outcome == "reset":
         reason = "reset" if result.error is None else (result.error.strerror or "error")
-        sys.stderr.write(f"{_PROG}: {result.failed_leg}: {reason}.\n")
-        return EXIT_NETWORK_ERROR
+        return _error(f"{result.failed_leg}: {reason}.")
     if result.outcome == "idle":
-        sys.stderr.write(f"{_PROG}: Idle timeout expired ({plan.idle_timeout:g} s).\n")
-        return EXIT_NETWORK_ERROR
+        return _error(f"Idle timeout expired ({plan.idle_timeout:g} s).")
     return EXIT_OK
 
 
@@ -711,7 +734,7 @@ async def _listen_http_proxy(plan: _Plan) -> int:
     try:
         auth = _proxy_credentials(plan)
     except UsageError as error:
-        sys.stderr.write(f"{_PROG}: error: {error}\n")
+        _log.error("error: %s", error, extra={"event": "usage_error"})
         return EXIT_USAGE
     server = HTTPProxyServer(
         plan.host,
@@ -752,6 +775,11 @@ async def _listen_hub(plan: _Plan) -> int:
             admit=plan.admit,
             on_connect=lambda address: _accepted(plan, address),
             on_disconnect=lambda address: _closed(plan, address),
+            local_input=not plan.args.recv_only,
+            half_close=not plan.args.no_shutdown,
+            discard_clients=plan.args.send_only,
+            end_on_local_eof=plan.args.send_only,
+            quit_after_eof=plan.quit_after,
         )
         with contextlib.suppress(asyncio.CancelledError):
             await hub.run()
@@ -825,9 +853,12 @@ async def _listen_udp(plan: _Plan) -> int:
         sock.setblocking(False)
         _listening(plan, [SocketAddress.from_sockaddr(sock.family, sock.getsockname())])
         while True:  # the first sender the allow/deny policy admits becomes the peer
-            data, sender = await _recvfrom(sock)
+            # Peeked, not taken: the pump then reads that datagram like every later one
+            # (--send-only drops it, -o logs it, the byte count includes it).
+            _, sender = await _recvfrom(sock, socket.MSG_PEEK)
             if plan.admit(SocketAddress.from_sockaddr(sock.family, sender)):
                 break
+            await _recvfrom(sock)  # a refused sender's datagram: dropped
         sock.connect(sender)
     except BaseException:
         sock.close()
@@ -835,21 +866,17 @@ async def _listen_udp(plan: _Plan) -> int:
     leg = SocketLeg(sock, "udp")
     _say(plan, 1, f"Connection from {_peer(leg)}.")
     local = await _local_leg(plan, leg)
-    if local.write_fd >= 0 and data:
-        import os  # noqa: PLC0415
-
-        os.write(local.write_fd, data)  # the first datagram: small, written at once
     return await _pump(plan, local, leg, connect_mode=False)
 
 
-async def _recvfrom(sock: socket.socket) -> tuple[bytes, Any]:
+async def _recvfrom(sock: socket.socket, flags: int = 0) -> tuple[bytes, Any]:
     """One datagram and its sender (uvloop has no ``sock_recvfrom``)."""
     import asyncio  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     while True:
         try:
-            return sock.recvfrom(65536)
+            return sock.recvfrom(65536, flags)
         except (BlockingIOError, InterruptedError):
             pass
         ready: asyncio.Future[None] = loop.create_future()

@@ -3,11 +3,18 @@
 :class:`Hub` accepts clients on a listener (the event loop's epoll: no ``FD_SETSIZE``
 ceiling) and
 
-* **broadcasts** what it reads from its local input (stdin) to every connected client;
+* **broadcasts** what it reads from its local input (stdin) to every connected client,
+  reading it only while at least one client is connected (ncat's way: what was typed
+  before anyone connected goes to the first client, not to nobody);
 * writes what **every client** sends to its local output (stdout), chunk by chunk as it
   arrives (chunks from different clients interleave, never split);
 * on local EOF half-closes every client (``shutdown(SHUT_WR)``) and every client that
   connects later; a client's EOF or reset ends that client only;
+* takes ncat's EOF options: ``local_input=False`` never reads stdin (``--recv-only``);
+  ``half_close=False`` leaves clients open at local EOF (``--no-shutdown``);
+  ``discard_clients`` drops what clients send (``--send-only``); ``end_on_local_eof``
+  ends the hub once local EOF was passed to every client (``--send-only``);
+  ``quit_after_eof`` ends it that many seconds after local EOF (``-q``);
 * caps the clients at ``max_conns``: one more is closed at once (ncat's ``-m``);
 * in **broker** mode (ncat's ``--broker``) relays each client's data to every other
   client instead of to the local output;
@@ -94,7 +101,9 @@ class Hub:
     """Many clients on ``listener`` sharing ``local`` (stdin/stdout); see the module.
 
     ``on_connect(address)`` and ``on_disconnect(address)`` are told about each client
-    (for ``-v``). ``await hub.run()`` serves until cancelled, then closes every client.
+    (for ``-v``). ``await hub.run()`` serves until cancelled (then every client is
+    aborted) or until an EOF option ends it (then every client is closed cleanly, after
+    its pending bytes).
     ``chat=True`` implies ``broker=True``. Connections ``admit(address)`` refuses are
     reset at accept.
     """
@@ -110,6 +119,11 @@ class Hub:
         admit: Callable[[SocketAddress], bool] | None = None,
         on_connect: Callable[[SocketAddress], None] | None = None,
         on_disconnect: Callable[[SocketAddress], None] | None = None,
+        local_input: bool = True,
+        half_close: bool = True,
+        discard_clients: bool = False,
+        end_on_local_eof: bool = False,
+        quit_after_eof: float | None = None,
     ) -> None:
         self.listener = listener
         self.local = local
@@ -119,6 +133,11 @@ class Hub:
         self.admit = admit
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.local_input = local_input and not self.broker
+        self.half_close = half_close
+        self.discard_clients = discard_clients
+        self.end_on_local_eof = end_on_local_eof
+        self.quit_after_eof = quit_after_eof
         self.stats = HubStats()
         self._clients: dict[int, _Client] = {}
         self._output = bytearray()
@@ -129,11 +148,14 @@ class Hub:
         self._full: set[int] = set()  # clients whose pending output is at the limit
         self._users = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._serving: asyncio.Future[None] | None = None
+        self._ending = False  # end_on_local_eof: ends once no client has bytes pending
 
     async def run(self) -> None:
         """Serve until cancelled; every client and the listener are closed at the end."""
         loop = self._loop = asyncio.get_running_loop()
         serving: asyncio.Future[None] = loop.create_future()
+        self._serving = serving
 
         def fatal(error: OSError) -> None:
             if not serving.done():
@@ -143,17 +165,22 @@ class Hub:
             self.listener, self._accepted, fatal, logger=_logger, admit=self.admit
         )
         accepting.start()
-        if not self.broker:
-            self._read_local(True)
+        ended = False
         try:
-            await serving  # until cancelled, or accepting fails for good
+            await serving  # until cancelled, an EOF option ends it, or accepting fails
+            ended = True
         finally:
             accepting.close()
             self._read_local(False)
             if self._output_writing and self.local.write_fd >= 0:
                 loop.remove_writer(self.local.write_fd)
             for client in list(self._clients.values()):
-                self._drop(client, abort=True)
+                self._drop(client, abort=not ended)
+
+    def _end(self) -> None:
+        """End :meth:`run` normally (an EOF option's doing)."""
+        if self._serving is not None and not self._serving.done():
+            self._serving.set_result(None)
 
     # --- clients --------------------------------------------------------------------
 
@@ -176,11 +203,12 @@ class Hub:
         self.stats.active += 1
         if self.on_connect is not None:
             self.on_connect(address)
-        if self._local_eof and not self.broker:
+        if self._local_eof and self.local_input and self.half_close:
             self._shutdown(client)
         if not self._clients_paused:
             assert self._loop is not None  # noqa: S101
             self._loop.add_reader(conn.fileno(), self._on_client_readable, client)
+        self._update_local_reading()
 
     def _on_client_readable(self, client: _Client) -> None:
         try:
@@ -194,6 +222,8 @@ class Hub:
             self._drop(client, abort=False)
             return
         self.stats.bytes_in += len(data)
+        if self.discard_clients:
+            return
         if self.chat:
             data = self._tag(client, data)
         if self.broker:
@@ -260,6 +290,8 @@ class Hub:
                 self._loop.remove_writer(fd)
             if client.eof_wanted:
                 self._shutdown(client)
+            if self._ending:
+                self._end_when_flushed()
         if len(client.pending) >= BUFFER_LIMIT:
             self._full.add(fd)
         else:
@@ -291,6 +323,8 @@ class Hub:
             self.on_disconnect(client.address)
         if self.chat and self._clients:
             self._announce(f"<user{client.user}> is disconnected.", to=list(self._clients.values()))
+        if self._ending:
+            self._end_when_flushed()
         self._update_local_reading()
 
     # --- the local side ---------------------------------------------------------------
@@ -332,17 +366,29 @@ class Hub:
 
     def _on_local_eof(self) -> None:
         self._local_eof = True
-        for client in list(self._clients.values()):
-            self._shutdown(client)
+        if self.half_close:
+            for client in list(self._clients.values()):
+                self._shutdown(client)
+        if self.quit_after_eof is not None:
+            assert self._loop is not None  # noqa: S101
+            self._loop.call_later(self.quit_after_eof, self._end)
+        if self.end_on_local_eof:
+            self._ending = True
+            self._end_when_flushed()
+
+    def _end_when_flushed(self) -> None:
+        if not any(client.pending for client in self._clients.values()):
+            self._end()
 
     def _update_local_reading(self) -> None:
         """Pause the feeding side while any client has a full buffer; resume when none
-        has. The feeding side is stdin, or in broker mode every client."""
+        has. The feeding side is stdin (read only while a client is connected), or in
+        broker mode every client."""
         if self.broker:
             self._pause_clients(bool(self._full))
             return
-        if not self._local_eof:
-            self._read_local(not self._full)
+        if self.local_input and not self._local_eof:
+            self._read_local(bool(self._clients) and not self._full)
 
     def _flush_output(self) -> None:
         assert self._loop is not None  # noqa: S101
