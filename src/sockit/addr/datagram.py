@@ -38,6 +38,7 @@ __all__ = [
     "IPV4_MAX_DATAGRAM",
     "IPV6_MAX_DATAGRAM",
     "MSG_TRUNC",
+    "bind_every_address",
     "bind_first",
     "bind_wildcard",
     "check_family",
@@ -79,6 +80,10 @@ _MIN_DATAGRAM_BUFFER = 2 * 65536
 _FAMILY_UNAVAILABLE = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
 
 _IPV4_MAPPED_PREFIX = "::ffff:"
+
+# Port 0 on several addresses: the port the first socket got may be taken on another
+# address; each retry binds the whole set again on a new random port.
+_PORT_ZERO_TRIES = 20
 
 _T = TypeVar("_T")
 
@@ -304,6 +309,58 @@ def bind_first(
     if first_error is None:
         raise ResolutionError(host, "no addresses to bind to")
     raise first_error
+
+
+def bind_every_address(
+    new_socket: SocketMaker,
+    wrap: Callable[[socket.socket], _T],
+    host: str,
+    infos: Sequence[AddrInfo],
+    port: int,
+    *,
+    reuse_port: bool,
+) -> list[_T]:
+    """One UDP socket per distinct address of ``infos`` (``host``'s passive answers;
+    one address answered twice is bound once), all on ``port``, each wrapped.
+
+    For ``port`` 0 every socket after the first takes the port the first one got; when
+    that port is taken on another address the whole set is bound again on a new port,
+    up to 20 times. Each address is bound as :func:`bind_first` binds it. Raises what
+    binding raises (``OSError`` naming the address, ``EADDRINUSE``...); nothing stays
+    open then.
+    """
+    unique: list[AddrInfo] = []
+    for info in infos:
+        if all(
+            (info.family, info.sockaddr[0]) != (seen.family, seen.sockaddr[0]) for seen in unique
+        ):
+            unique.append(info)
+    tries = _PORT_ZERO_TRIES if port == 0 and len(unique) > 1 else 1
+    for attempt in range(tries):
+        sockets: list[socket.socket] = []
+        try:
+            for info in unique:
+                chosen = port or (sockets[0].getsockname()[1] if sockets else 0)
+                sockaddr = (info.sockaddr[0], chosen, *info.sockaddr[2:])
+                one = [info._replace(sockaddr=sockaddr)]
+                sockets.append(bind_first(new_socket, _raw, host, one, 0, reuse_port=reuse_port))
+            wrapped = [wrap(sock) for sock in sockets]
+        except OSError as error:
+            for sock in sockets:
+                sock.close()
+            if error.errno == errno.EADDRINUSE and attempt + 1 < tries:
+                continue
+            raise
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return wrapped
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _raw(sock: socket.socket) -> socket.socket:
+    return sock
 
 
 def connect_first(

@@ -59,7 +59,7 @@ from sockit.addr import AddrInfo, SocketAddress, check_host, order_addresses
 from sockit.addr.datagram import (
     DEFAULT_MAX_BYTES,
     MSG_TRUNC,
-    bind_first,
+    bind_every_address,
     bind_wildcard,
     connect_first,
 )
@@ -454,38 +454,9 @@ class UDPSessionRelay:
             flags=socket.AI_PASSIVE,
             display_host=listen.host,
         )
-        unique: list[AddrInfo] = []
-        for info in infos:
-            if all(
-                (info.family, info.sockaddr[0]) != (seen.family, seen.sockaddr[0])
-                for seen in unique
-            ):
-                unique.append(info)
-        # Port 0 with several addresses: the port the first socket got may be taken on
-        # another address; each try is a new random port (as sockit.serve.udp does).
-        tries = 20 if listen.port == 0 and len(unique) > 1 else 1
-        for attempt in range(tries):
-            sockets: list[socket.socket] = []
-            try:
-                for info in unique:
-                    port = listen.port or (sockets[0].getsockname()[1] if sockets else 0)
-                    sockaddr = (info.sockaddr[0], port, *info.sockaddr[2:])
-                    one = [info._replace(sockaddr=sockaddr)]
-                    sockets.append(
-                        bind_first(socket.socket, _own, listen.host, one, 0, reuse_port=False)
-                    )
-            except OSError as error:
-                for sock in sockets:
-                    sock.close()
-                if error.errno == errno.EADDRINUSE and attempt + 1 < tries:
-                    continue
-                raise
-            except BaseException:
-                for sock in sockets:
-                    sock.close()
-                raise
-            return sockets
-        raise AssertionError("unreachable")  # pragma: no cover
+        return bind_every_address(
+            socket.socket, _own, listen.host, infos, listen.port, reuse_port=False
+        )
 
     # --- client -> target --------------------------------------------------------------
 

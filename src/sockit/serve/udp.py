@@ -42,11 +42,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 from sockit.addr import SocketAddress, check_host, default_resolver, parse_port
+from sockit.addr.datagram import bind_every_address
 from sockit.errors import ClosedResourceError
 from sockit.proto.access import AccessPolicy
 from sockit.serve._signals import install_shutdown_handlers, signal_name
 from sockit.serve.services import udp_echo
 from sockit.sync import UDPSocket, open_udp
+from sockit.sync.factory import SYSTEM_SOCKET_FACTORY
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -86,9 +88,6 @@ _PER_DATAGRAM_ERRNOS = frozenset(
 # One line per second at most about failing handlers (a flood of bad datagrams must not
 # become a flood of log lines).
 _LOG_INTERVAL = 1.0
-# listen() does the same for TCP: with port 0 and several addresses, the port the first
-# socket got may be taken on another address; each try is a new random port.
-_PORT_ZERO_TRIES = 20
 
 
 @dataclasses.dataclass
@@ -433,30 +432,6 @@ def _bind_every_address(
         type=socket.SOCK_DGRAM,
         flags=socket.AI_PASSIVE,
     )
-    hosts: list[tuple[str, int]] = []
-    for info in infos:
-        key = (info.address.host, info.family)
-        if key not in hosts:
-            hosts.append(key)
-    tries = _PORT_ZERO_TRIES if port == 0 and len(hosts) > 1 else 1
-    for attempt in range(tries):
-        sockets: list[UDPSocket] = []
-        try:
-            for address, address_family in hosts:
-                # Port 0: every socket after the first takes the port the first one got.
-                chosen = port or (sockets[0].local_address.port if sockets else 0)
-                sockets.append(
-                    open_udp(address, chosen, family=address_family, reuse_port=reuse_port)
-                )
-        except OSError as error:
-            for opened in sockets:
-                opened.close()
-            if error.errno == errno.EADDRINUSE and attempt + 1 < tries:
-                continue
-            raise
-        except BaseException:
-            for opened in sockets:
-                opened.close()
-            raise
-        return sockets
-    raise AssertionError("unreachable")  # pragma: no cover
+    return bind_every_address(
+        SYSTEM_SOCKET_FACTORY.socket, UDPSocket, host, infos, port, reuse_port=reuse_port
+    )
