@@ -27,7 +27,7 @@ from sockit.errors import ClosedResourceError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["EXPIRED", "FdWatch", "expire", "wait_writable"]
+__all__ = ["EXPIRED", "FdWatch", "expire", "wait_ready", "wait_writable"]
 
 EXPIRED = object()
 """The result a waiter future gets when its deadline passed first."""
@@ -183,3 +183,34 @@ async def wait_writable(fds: Sequence[int], timeout: float | None) -> list[int]:
         for fd in registered:
             loop.remove_writer(fd)
     return [fd for fd in fds if fd in ready]
+
+
+async def wait_ready(fd: int, *, writable: bool = False, deadline: float | None = None) -> bool:
+    """Wait once until ``fd`` is readable (``writable=True``: writable); ``True`` then,
+    ``False`` if the loop's clock reached ``deadline`` (an absolute ``loop.time()``;
+    ``None``: no limit) first.
+
+    For code that drives one raw fd itself (the relay's handshakes and header reads);
+    readiness is a hint: the caller retries its non-blocking call. The registration is
+    removed before this returns, also when the waiting task is cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    if deadline is not None and deadline <= loop.time():
+        return False
+    waiter: asyncio.Future[object] = loop.create_future()
+
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    add, remove = (
+        (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    )
+    add(fd, wake)
+    timer = None if deadline is None else loop.call_at(deadline, expire, waiter)
+    try:
+        return await waiter is not EXPIRED
+    finally:
+        if timer is not None:
+            timer.cancel()
+        remove(fd)

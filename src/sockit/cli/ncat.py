@@ -33,14 +33,13 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sockit.cli._common import Parser, UsageError
 from sockit.cli.main import EXIT_NETWORK_ERROR, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     import argparse
-    import socket
     from collections.abc import Callable, Sequence
 
     from sockit.addr import SocketAddress
@@ -826,39 +825,46 @@ async def _listen_many_exec(plan: _Plan) -> int:
 async def _listen_udp(plan: _Plan) -> int:
     """UDP listen: the first datagram's sender (that the allow/deny policy admits)
     becomes the peer (ncat's way)."""
-    import asyncio  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
-    from sockit.addr import SocketAddress, default_resolver  # noqa: PLC0415
+    from sockit.addr import SocketAddress, check_host  # noqa: PLC0415
     from sockit.addr.datagram import bind_first, bind_wildcard  # noqa: PLC0415
+    from sockit.aio._resolve import resolve  # noqa: PLC0415
+    from sockit.aio._wait import wait_ready  # noqa: PLC0415
     from sockit.relay.pump import SocketLeg  # noqa: PLC0415
 
-    def keep(sock: socket.socket) -> socket.socket:
+    def own(sock: socket.socket) -> socket.socket:
         return sock
 
-    loop = asyncio.get_running_loop()
     family = plan.family or 0
     port = plan.port or 0
     if plan.host is None:
-        sock = bind_wildcard(socket.socket, keep, port, family, reuse_port=False)
+        sock = bind_wildcard(socket.socket, own, port, family, reuse_port=False)
     else:
-        infos = await loop.run_in_executor(
+        infos = await resolve(
             None,
-            lambda: default_resolver().getaddrinfo(
-                plan.host, port, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-            ),
+            check_host(plan.host),
+            port,
+            family=family,
+            type=socket.SOCK_DGRAM,
+            flags=socket.AI_PASSIVE,
+            display_host=plan.host,
         )
-        sock = bind_first(socket.socket, keep, plan.host, infos, family, reuse_port=False)
+        sock = bind_first(socket.socket, own, plan.host, infos, family, reuse_port=False)
     try:
         sock.setblocking(False)
         _listening(plan, [SocketAddress.from_sockaddr(sock.family, sock.getsockname())])
         while True:  # the first sender the allow/deny policy admits becomes the peer
-            # Peeked, not taken: the pump then reads that datagram like every later one
-            # (--send-only drops it, -o logs it, the byte count includes it).
-            _, sender = await _recvfrom(sock, socket.MSG_PEEK)
+            try:
+                # Peeked, not taken: the pump then reads that datagram like every later
+                # one (--send-only drops it, -o logs it, the byte count includes it).
+                _, sender = sock.recvfrom(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                await wait_ready(sock.fileno())
+                continue
             if plan.admit(SocketAddress.from_sockaddr(sock.family, sender)):
                 break
-            await _recvfrom(sock)  # a refused sender's datagram: dropped
+            sock.recv(1)  # a refused sender's datagram: dropped
         sock.connect(sender)
     except BaseException:
         sock.close()
@@ -867,24 +873,6 @@ async def _listen_udp(plan: _Plan) -> int:
     _say(plan, 1, f"Connection from {_peer(leg)}.")
     local = await _local_leg(plan, leg)
     return await _pump(plan, local, leg, connect_mode=False)
-
-
-async def _recvfrom(sock: socket.socket, flags: int = 0) -> tuple[bytes, Any]:
-    """One datagram and its sender (uvloop has no ``sock_recvfrom``)."""
-    import asyncio  # noqa: PLC0415
-
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            return sock.recvfrom(65536, flags)
-        except (BlockingIOError, InterruptedError):
-            pass
-        ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(sock.fileno(), ready.set_result, None)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(sock.fileno())
 
 
 # --- scan ----------------------------------------------------------------------------------

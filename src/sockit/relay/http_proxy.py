@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 
 from sockit.addr import SocketAddress
 from sockit.addr.binding import set_linger_zero, set_nodelay
+from sockit.aio._wait import wait_ready
 from sockit.errors import AddressError, LimitExceeded
 from sockit.proto.buffer import ReceiveBuffer
 from sockit.relay._accepting import AcceptLoop
@@ -705,31 +706,8 @@ def _describe(leg: SocketLeg) -> str:
 
 async def _wait_ready(fd: int, *, writable: bool, deadline: float) -> None:
     """Wait until ``fd`` is readable (writable); ``TimeoutError`` at ``deadline``."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[bool] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(True)
-
-    def expire() -> None:
-        if not ready.done():
-            ready.set_result(False)
-
-    if writable:
-        loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
-    timer = loop.call_at(deadline, expire)
-    try:
-        if not await ready:
-            raise TimeoutError("timed out")
-    finally:
-        timer.cancel()
-        if writable:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+    if not await wait_ready(fd, writable=writable, deadline=deadline):
+        raise TimeoutError("timed out")
 
 
 async def _recv(sock: socket.socket, deadline: float) -> bytes:

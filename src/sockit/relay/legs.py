@@ -38,6 +38,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sockit.addr import SocketAddress
+from sockit.aio._wait import wait_ready
 from sockit.aio.connect import connect_socket, connect_unix_socket
 from sockit.errors import EndOfStream, IncompleteRead, ProxyProtocolError
 from sockit.proto.proxy import encode_proxy_v1, encode_proxy_v2, parse_proxy_header
@@ -408,20 +409,9 @@ async def _open_datagram(spec: EndpointSpec, family: int | None) -> SocketLeg:
 
 
 async def _wait_readable(fd: int, timeout: float | None) -> None:
-    loop = asyncio.get_running_loop()
-    readable: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await asyncio.wait_for(readable, timeout)
-    except TimeoutError:
-        pass
-    finally:
-        loop.remove_reader(fd)
+    """Until ``fd`` is readable or ``timeout`` seconds passed (the caller checks which)."""
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    await wait_ready(fd, deadline=deadline)
 
 
 def fail_reason(error: BaseException) -> str:

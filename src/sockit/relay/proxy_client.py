@@ -77,6 +77,7 @@ from sockit.addr import (
     parse_endpoint,
     parse_port,
 )
+from sockit.aio._wait import wait_ready
 from sockit.errors import (
     AddressError,
     ConnectError,
@@ -646,7 +647,7 @@ async def _read_head(sock: socket.socket, proxy: ProxySpec, target: str) -> byte
         try:
             peeked = sock.recv(min(_PEEK_SIZE, MAX_RESPONSE_HEAD + 1 - len(head)), socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
-            await _readable(sock)
+            await wait_ready(sock.fileno())  # the caller's deadline bounds the wait
             continue
         if not peeked:
             raise ProxyError(
@@ -667,23 +668,6 @@ async def _read_head(sock: socket.socket, proxy: ProxySpec, target: str) -> byte
         target,
         f"the {proxy} sent an answer head longer than {MAX_RESPONSE_HEAD} bytes for {target}",
     )
-
-
-async def _readable(sock: socket.socket) -> None:
-    """Wait until ``sock`` is readable (the caller's deadline bounds the wait)."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    fd = sock.fileno()
-    loop.add_reader(fd, wake)
-    try:
-        await waiter
-    finally:
-        loop.remove_reader(fd)
 
 
 def _field(head: bytes, name: bytes) -> bytes | None:
