@@ -158,6 +158,7 @@ class _Plan:
     delay: float | None
     access: AccessPolicy | None
     proxy: ProxySpec | None
+    proxy_server_auth: tuple[str, str] | None
 
     def admit(self, address: SocketAddress) -> bool:
         """The allow/deny policy for a listening mode's peer (``-v`` tells a denial)."""
@@ -271,6 +272,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         delay=None if args.delay is None else parse_duration(args.delay),
         access=access,
         proxy=proxy,
+        proxy_server_auth=_proxy_credentials(args) if args.listen and args.proxy_type else None,
     )
 
 
@@ -470,7 +472,7 @@ async def _connect(plan: _Plan) -> int:
     else:
         remote = await open_leg(spec, first=False, family=plan.family)
         _say(plan, 1, f"Connected to {_peer(remote)}.")
-    _say(plan, 2, f"Connection {_four_tuple(remote)}.")
+    _say(plan, 2, f"Connection {remote.describe()}.")
     local = await _local_leg(plan, remote)
     return await _pump(plan, local, remote, connect_mode=True)
 
@@ -662,10 +664,6 @@ def _peer(leg: Leg) -> str:
     return remote.path or "" if remote.is_unix else str(remote)
 
 
-def _four_tuple(leg: Leg) -> str:
-    return f"{leg.local_address} -> {leg.remote_address}"
-
-
 # --- listen mode -------------------------------------------------------------------------
 
 
@@ -704,18 +702,19 @@ async def _listen_once(plan: _Plan) -> int:
         client = await accept_leg(listener, admit=plan.admit)
     finally:
         listener.close()
-    _trace(plan, f"accept {_four_tuple(client)}")
+    _trace(plan, f"accept {client.describe()}")
     _say(plan, 1, f"Connection from {_peer(client)}.")
-    _say(plan, 2, f"Connection {_four_tuple(client)}.")
+    _say(plan, 2, f"Connection {client.describe()}.")
     local = await _local_leg(plan, client)
     return await _pump(plan, local, client, connect_mode=False)
 
 
-def _proxy_credentials(plan: _Plan) -> tuple[str, str] | None:
-    """``--proxy-auth USER:PASS``, else ``NCAT_PROXY_AUTH`` (keeps it out of ``ps``)."""
+def _proxy_credentials(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The listening HTTP proxy's credentials: ``--proxy-auth USER:PASS``, else
+    ``NCAT_PROXY_AUTH`` (keeps them out of ``ps``)."""
     import os  # noqa: PLC0415
 
-    text = plan.args.proxy_auth or os.environ.get("NCAT_PROXY_AUTH")
+    text = args.proxy_auth or os.environ.get("NCAT_PROXY_AUTH")
     if not text:
         return None
     user, colon, password = text.partition(":")
@@ -730,15 +729,10 @@ async def _listen_http_proxy(plan: _Plan) -> int:
 
     from sockit.relay.http_proxy import HTTPProxyServer  # noqa: PLC0415
 
-    try:
-        auth = _proxy_credentials(plan)
-    except UsageError as error:
-        _log.error("error: %s", error, extra={"event": "usage_error"})
-        return EXIT_USAGE
     server = HTTPProxyServer(
         plan.host,
         plan.port or 0,
-        auth=auth,
+        auth=plan.proxy_server_auth,
         max_conns=plan.args.max_conns or 100,
         admit=plan.admit,
     )

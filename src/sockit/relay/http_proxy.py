@@ -554,7 +554,7 @@ class HTTPProxyServer:
         else:
             self.stats.forwarded += 1
         # The 4-tuples while the sockets are open (the log line comes after the close).
-        described = f"{_describe(client_leg)} <-> {_describe(target_leg)}"
+        described = f"{client_leg.describe()} <-> {target_leg.describe()}"
         pump = Pump(client_leg, target_leg, idle_timeout=self.idle_timeout)
         result = await pump.run()
         sent = len(first) + result.sent_a_to_b  # the head and leftover went first
@@ -692,13 +692,6 @@ def _status_line(status: int) -> bytes:
 
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _describe(leg: SocketLeg) -> str:
-    local, remote = leg.local_address, leg.remote_address
-    if local is not None and remote is not None:
-        return f"{local} -> {remote}"
-    return leg.name
 
 
 # --- non-blocking I/O with deadlines ----------------------------------------------------

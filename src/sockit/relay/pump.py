@@ -125,6 +125,13 @@ class Leg:
         """This side's peer address, if it is a socket."""
         return None
 
+    def describe(self) -> str:
+        """``local -> remote`` (the 4-tuple) for a connected socket, else the name."""
+        local, remote = self.local_address, self.remote_address
+        if remote is None:
+            return self.name
+        return f"{local} -> {remote}" if local is not None else str(remote)
+
     def read_into(self, view: memoryview) -> int:
         """Read into ``view``; 0 means EOF (for a datagram leg: an empty datagram)."""
         return os.readv(self.read_fd, [view])

@@ -290,7 +290,7 @@ class Relay:
             self._trace_line(f"{'connect' if spec.is_socket else verb} {spec}")
         leg = await open_leg(spec, peer=peer, first=first, kill_grace=self.kill_grace)
         if self._trace and isinstance(leg, SocketLeg):
-            self._trace_line(f"connected {_describe(leg)}")
+            self._trace_line(f"connected {leg.describe()}")
         return leg
 
     async def _pump(self, a: Leg, b: Leg) -> PumpResult:
@@ -302,7 +302,7 @@ class Relay:
             # The 4-tuple, while the sockets are open (the log line comes after close).
             for leg in (a, b):
                 _ = leg.local_address, leg.remote_address
-            self._trace_line(f"relay {_describe(a)} <-> {_describe(b)}")
+            self._trace_line(f"relay {a.describe()} <-> {b.describe()}")
         pump = Pump(
             a,
             b,
@@ -396,16 +396,16 @@ class Relay:
         self.logger.log(
             level,
             "%s <-> %s: %d bytes sent, %d bytes received in %.3f s (%s)",
-            _describe(a),
-            _describe(b),
+            a.describe(),
+            b.describe(),
             result.sent_a_to_b,
             result.sent_b_to_a,
             result.duration,
             detail,
             extra={
                 "event": "relay_done",
-                "a": _describe(a),
-                "b": _describe(b),
+                "a": a.describe(),
+                "b": b.describe(),
                 "bytes_a_to_b": result.sent_a_to_b,
                 "bytes_b_to_a": result.sent_b_to_a,
                 "duration": round(result.duration, 6),
@@ -434,17 +434,8 @@ _EVENT_WORDS = {
 def trace_pump_event(name: str, leg: Leg, detail: str = "") -> None:
     """A :class:`~sockit.relay.pump.Pump` event as a ``--trace`` line (the
     ``sockit.trace`` logger, at ``DEBUG``): ``EOF from 127.0.0.1:5000 -> ...``."""
-    text = f"{_EVENT_WORDS.get(name, name)} {_describe(leg)}" + (f": {detail}" if detail else "")
+    text = f"{_EVENT_WORDS.get(name, name)} {leg.describe()}" + (f": {detail}" if detail else "")
     _tracer.debug("%s", text, extra={"event": "trace"})
-
-
-def _describe(leg: Leg) -> str:
-    """``local -> remote`` for a socket leg (the 4-tuple), the leg's name otherwise."""
-    if isinstance(leg, SocketLeg):
-        local, remote = leg.local_address, leg.remote_address
-        if remote is not None:
-            return f"{local} -> {remote}" if local is not None else str(remote)
-    return leg.name
 
 
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
